@@ -1,0 +1,115 @@
+"""AdmissionReview bodies in the shapes the API server sends (see shared/protocol.md)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def pod_create() -> dict[str, Any]:
+    """The real-shaped Pod CREATE with generateName, managedFields and the SA volume."""
+    return fixture("pod-create-generatename.json")
+
+
+def container(name: str, image: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "resources": {},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent",
+    }
+
+
+def pod_spec(*images: str, init: tuple[str, ...] = (), ephemeral: tuple[str, ...] = ()) -> dict[str, Any]:
+    spec = copy.deepcopy(pod_create()["request"]["object"]["spec"])
+    spec["containers"] = [container(f"c{i}", image) for i, image in enumerate(images)]
+    if init:
+        spec["initContainers"] = [container(f"init{i}", image) for i, image in enumerate(init)]
+    if ephemeral:
+        spec["ephemeralContainers"] = [container(f"debug{i}", image) for i, image in enumerate(ephemeral)]
+    return spec
+
+
+WORKLOADS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    # kind: (group, version, resource, path to the pod spec)
+    "Pod": ("", "v1", "pods", ("spec",)),
+    "PodTemplate": ("", "v1", "podtemplates", ("template", "spec")),
+    "ReplicationController": ("", "v1", "replicationcontrollers", ("spec", "template", "spec")),
+    "Deployment": ("apps", "v1", "deployments", ("spec", "template", "spec")),
+    "ReplicaSet": ("apps", "v1", "replicasets", ("spec", "template", "spec")),
+    "StatefulSet": ("apps", "v1", "statefulsets", ("spec", "template", "spec")),
+    "DaemonSet": ("apps", "v1", "daemonsets", ("spec", "template", "spec")),
+    "Job": ("batch", "v1", "jobs", ("spec", "template", "spec")),
+    "CronJob": ("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template", "spec")),
+}
+
+
+def workload(kind: str, spec: dict[str, Any], name: str = "web", namespace: str = "shop") -> dict[str, Any]:
+    group, version, _, path = WORKLOADS[kind]
+    obj: dict[str, Any] = {
+        "apiVersion": f"{group}/{version}" if group else version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+    }
+    node = obj
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = spec
+    return obj
+
+
+def review(
+    obj: Any,
+    *,
+    kind: str | None = None,
+    operation: str = "CREATE",
+    old: Any = None,
+    namespace: str | None = "shop",
+    sub_resource: str | None = None,
+    api_version: str = "admission.k8s.io/v1",
+    uid: str | None = None,
+) -> dict[str, Any]:
+    source = obj if isinstance(obj, dict) else old if isinstance(old, dict) else {}
+    kind = kind or source.get("kind", "Pod")
+    group, version, resource, _ = WORKLOADS.get(kind, ("example.sealyun.com", "v1alpha1", "projects", ()))
+    gvk = {"group": group, "version": version, "kind": kind}
+    gvr = {"group": group, "version": version, "resource": resource}
+    request: dict[str, Any] = {
+        "uid": uid or str(uuid.uuid4()),
+        "kind": gvk,
+        "resource": gvr,
+        "requestKind": gvk,
+        "requestResource": gvr,
+        "operation": operation,
+        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": []},
+        "object": obj,
+        "oldObject": old,
+        "dryRun": False,
+        "options": {"kind": f"{operation.title()}Options", "apiVersion": "meta.k8s.io/v1"},
+    }
+    if namespace is not None:
+        request["namespace"] = namespace
+    if sub_resource:
+        request["subResource"] = sub_resource
+        request["requestSubResource"] = sub_resource
+    name = (source.get("metadata") or {}).get("name")
+    if name:
+        request["name"] = name
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+
+
+def pod_review(*images: str, **kwargs: Any) -> dict[str, Any]:
+    init = kwargs.pop("init", ())
+    ephemeral = kwargs.pop("ephemeral", ())
+    return review(workload("Pod", pod_spec(*images, init=init, ephemeral=ephemeral)), **kwargs)

@@ -1,0 +1,3 @@
+"""admission-webhook: a Kubernetes admission webhook server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The AdmissionReview protocol and the decisions made on it; nothing here knows HTTP."""

@@ -1,0 +1,190 @@
+"""AdmissionReview in and out: a small typed Request, a Response and its constructors.
+
+Only the envelope is validated. The object stays the raw dict it arrived as, so fields we
+do not model, and fields from newer Kubernetes releases, pass through untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+V1 = "admission.k8s.io/v1"
+V1BETA1 = "admission.k8s.io/v1beta1"
+SUPPORTED_VERSIONS = (V1, V1BETA1)
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+WARNING_MAX_CHARS = 256
+
+
+class ReviewError(ValueError):
+    """The body is not an AdmissionReview we can answer; the server maps this to HTTP 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    uid: str
+    api_version: str
+    group: str
+    version: str
+    kind: str
+    operation: str
+    namespace: str | None = None
+    name: str | None = None
+    sub_resource: str | None = None
+    username: str | None = None
+    object: Any = None
+    old_object: Any = None
+    dry_run: bool = False
+
+    @property
+    def display_name(self) -> str:
+        """``kind ns/name`` for messages and logs; objects from ``generateName`` have no name yet."""
+        name = self.name or _metadata(self.object).get("name") or _metadata(self.object).get("generateName")
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{name or '(unnamed)'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    allowed: bool
+    code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+    patch: tuple[Mapping[str, Any], ...] = ()
+    audit_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def allowed(*warnings: str) -> Response:
+    return Response(True, warnings=warnings)
+
+
+def denied(message: str, *warnings: str) -> Response:
+    """A policy denial: 403 Forbidden, so clients' ``IsForbidden()`` holds."""
+    return Response(False, 403, "Forbidden", message, warnings)
+
+
+def invalid(message: str) -> Response:
+    """An object whose shape we cannot judge: 422 Invalid, never a silent allow."""
+    return Response(False, 422, "Invalid", message)
+
+
+def errored(message: str) -> Response:
+    """Fail closed in-band: an HTTP 5xx would hand the decision to failurePolicy."""
+    return Response(False, 500, "InternalError", message)
+
+
+def patched(operations: Sequence[Mapping[str, Any]], *warnings: str) -> Response:
+    return Response(True, warnings=warnings, patch=tuple(operations))
+
+
+def decode_review(body: bytes) -> Request:
+    """Parse an AdmissionReview body, leniently inside ``request`` and strictly about the envelope."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ReviewError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ReviewError("body is not a JSON object")
+    api_version = document.get("apiVersion")
+    if api_version not in SUPPORTED_VERSIONS:
+        raise ReviewError(
+            f"unsupported AdmissionReview apiVersion {_short(api_version)}; expected {V1} or {V1BETA1}"
+        )
+    if document.get("kind") != "AdmissionReview":
+        raise ReviewError(f"kind must be AdmissionReview, got {_short(document.get('kind'))}")
+    request = document.get("request")
+    if not isinstance(request, dict):
+        raise ReviewError("request is missing or is not an object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise ReviewError("request.uid is missing, empty or not a string")
+    gvk = request.get("kind")
+    if not isinstance(gvk, dict) or not isinstance(gvk.get("kind"), str):
+        raise ReviewError("request.kind is missing or has no kind")
+    operation = request.get("operation")
+    if operation not in OPERATIONS:
+        raise ReviewError(f"request.operation must be one of CREATE, UPDATE, DELETE, CONNECT, got {_short(operation)}")
+    user = request.get("userInfo")
+    return Request(
+        uid=uid,
+        api_version=api_version,
+        group=_string(gvk.get("group")) or "",
+        version=_string(gvk.get("version")) or "",
+        kind=gvk["kind"],
+        operation=operation,
+        namespace=_string(request.get("namespace")),
+        name=_string(request.get("name")),
+        sub_resource=_string(request.get("subResource")),
+        username=_string(user.get("username")) if isinstance(user, dict) else None,
+        object=request.get("object"),
+        old_object=request.get("oldObject"),
+        dry_run=request.get("dryRun") is True,
+    )
+
+
+def encode_response(request: Request, response: Response, *, mutating: bool) -> bytes:
+    """Answer in the request's own apiVersion; a validating answer never carries a patch."""
+    body: dict[str, Any] = {"uid": request.uid, "allowed": response.allowed}
+    if not response.allowed:
+        status: dict[str, Any] = {"status": "Failure", "code": response.code or 403}
+        if response.reason:
+            status["reason"] = response.reason
+        if response.message:
+            status["message"] = response.message
+        body["status"] = status
+    if mutating and response.patch:
+        body["patchType"] = "JSONPatch"
+        body["patch"] = base64.b64encode(orjson.dumps(list(response.patch))).decode("ascii")
+    warnings = clean_warnings(response.warnings)
+    if warnings:
+        body["warnings"] = warnings
+    if response.audit_annotations:
+        body["auditAnnotations"] = dict(response.audit_annotations)
+    return orjson.dumps({"apiVersion": request.api_version, "kind": "AdmissionReview", "response": body})
+
+
+def clean_warnings(warnings: Sequence[str]) -> list[str]:
+    """The API server silently drops a warning holding any control character; we replace them."""
+    cleaned: list[str] = []
+    for warning in warnings:
+        text = " ".join(sanitize(warning).split())
+        if len(text) > WARNING_MAX_CHARS:
+            text = text[: WARNING_MAX_CHARS - 1] + "…"
+        if text and text not in cleaned:
+            cleaned.append(text)
+    return cleaned
+
+
+def sanitize(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
+def quote(value: str, limit: int = 200) -> str:
+    """Quote untrusted text for a message: control characters escaped, length bounded."""
+    if len(value) > limit:
+        value = value[:limit] + f"…({len(value)} chars)"
+    text = orjson.dumps(value).decode()
+    if text.isascii():
+        return text
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
+
+
+def _string(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _short(value: object) -> str:
+    return quote(value, 80) if isinstance(value, str) else repr(value)[:80] if value is not None else "nothing"
+
+
+def _metadata(obj: Any) -> Mapping[str, Any]:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}

@@ -1,0 +1,89 @@
+"""The validating webhook: every container image must come from an allowed registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from webhook.admission.review import Request, Response, allowed, denied, invalid, quote
+from webhook.policy.model import Policy
+from webhook.policy.podspecs import (
+    ImageSite,
+    MalformedObject,
+    find_pod_spec,
+    images_in,
+    iter_image_sites,
+    pod_spec_path,
+)
+from webhook.policy.references import ImageRef, InvalidReference, parse_reference
+
+# A denial names every offending image, up to this many; the rest are counted.
+MAX_LISTED_VIOLATIONS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    site: ImageSite
+    problem: str
+    ref: ImageRef | None = None  # None when the reference does not parse
+    registry_denied: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.site.field} {quote(self.site.container, 63)}: image {quote(self.site.image)}"
+        normalised = f" ({self.ref})" if self.ref is not None else ""
+        return f"{where}{normalised} {self.problem}"
+
+
+def validate(request: Request, policy: Policy) -> Response:
+    """Judge the images of a Pod or pod template; anything else is not ours to judge."""
+    if request.operation not in ("CREATE", "UPDATE"):
+        return allowed()
+    if policy.mode == "off" or request.namespace in policy.exempt_namespaces:
+        return allowed()
+    spec_path = pod_spec_path(request.group, request.kind)
+    if spec_path is None:
+        return allowed()
+    try:
+        sites = judged_sites(request, spec_path)
+    except MalformedObject as exc:
+        return invalid(f"cannot judge the images of {request.display_name}: {exc}")
+    violations = [v for site in sites if (v := judge(site, policy)) is not None]
+    if not violations:
+        return allowed()
+    if policy.mode == "warn":
+        return allowed(*(f"policy would deny (warn mode): {v}" for v in violations))
+    return denied(denial_message(violations, policy))
+
+
+def judged_sites(request: Request, spec_path: tuple[str, ...]) -> list[ImageSite]:
+    """Image sites of the object that need judging: on UPDATE, only new or changed images."""
+    if request.object is None:
+        raise MalformedObject("object", f"is missing on {request.operation}")
+    spec = find_pod_spec(request.object, spec_path)
+    if spec is None:
+        return []
+    sites = list(iter_image_sites(spec, ".".join(spec_path)))
+    if request.operation == "UPDATE" and request.old_object is not None:
+        already_running = images_in(request.old_object, spec_path)
+        sites = [site for site in sites if site.image not in already_running]
+    return sites
+
+
+def judge(site: ImageSite, policy: Policy) -> Violation | None:
+    try:
+        ref = parse_reference(site.image)
+    except InvalidReference as exc:
+        return Violation(site, f"does not parse: {exc}")
+    if not policy.allowlist.allows(ref):
+        return Violation(site, "is not from an allowed registry", ref, registry_denied=True)
+    if policy.require_digest and ref.digest is None:
+        return Violation(site, "has no digest; this policy requires images pinned by digest (@sha256:...)", ref)
+    return None
+
+
+def denial_message(violations: list[Violation], policy: Policy) -> str:
+    listed = "; ".join(str(v) for v in violations[:MAX_LISTED_VIOLATIONS])
+    if len(violations) > MAX_LISTED_VIOLATIONS:
+        listed += f"; and {len(violations) - MAX_LISTED_VIOLATIONS} more"
+    if any(v.registry_denied for v in violations):
+        listed += f"; allowed: {policy.allowlist}"
+    return listed

@@ -1,0 +1,40 @@
+"""A webhook: a decision function plus what to answer when that function fails."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from webhook.admission.review import Request, Response, allowed, errored
+from webhook.policy.model import Policy
+
+log = logging.getLogger("webhook.admission")
+
+Decide = Callable[[Request, Policy], Response]
+MUTATION_SKIPPED = "mutation skipped: internal error"
+INTERNAL_ERROR = "internal error evaluating policy"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    name: str
+    decide: Decide
+    mutating: bool
+
+    def review(self, request: Request, policy: Policy) -> Response:
+        """Always an in-band answer: a validating hook fails closed, a mutating one skips.
+
+        The log names the uid and where it broke, but not the exception text, which may
+        quote the object.
+        """
+        try:
+            return self.decide(request, policy)
+        except Exception as exc:  # noqa: BLE001 - any bug in a rule must still get an answer
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(
+                "internal error in %s webhook: uid=%s %s at %s:%s",
+                self.name, request.uid, type(exc).__name__, frame.filename, frame.lineno,
+            )
+            return allowed(MUTATION_SKIPPED) if self.mutating else errored(INTERNAL_ERROR)

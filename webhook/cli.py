@@ -1,0 +1,128 @@
+"""The ``webhook`` command: parse arguments, call one module, print, set the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from webhook import __version__
+from webhook.certs import ca_bundle_base64, ensure_certificates
+from webhook.logs import configure_logging
+from webhook.policy.model import PolicyError
+from webhook.settings import DEFAULT_SERVICE, MIB, ServeSettings
+
+EXIT_USAGE = 2
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+def _service_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cert-dir", type=Path, default=Path("certs"), metavar="DIR",
+                        help="directory of tls.crt, tls.key and ca.crt (default: %(default)s)")
+    parser.add_argument("--service-name", default=DEFAULT_SERVICE, metavar="NAME",
+                        help="the webhook's Service name, for certificate names (default: %(default)s)")
+    parser.add_argument("--service-namespace", default=DEFAULT_SERVICE, metavar="NS",
+                        help="the Service's namespace (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webhook",
+        description="A Kubernetes admission webhook: an image-registry allowlist and custom-resource defaulting.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="serve the webhooks over HTTPS",
+        description="Serve POST /validate and POST /mutate over HTTPS, with GET /healthz and /readyz. "
+        "Without a certificate in --cert-dir, a CA and a serving certificate are generated there.",
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
+    serve.add_argument("--port", type=_port, default=8443, help="HTTPS port (default: %(default)s)")
+    _service_flags(serve)
+    serve.add_argument("--policy", type=Path, metavar="FILE",
+                       help="policy YAML file (default: the embedded default policy)")
+    serve.add_argument("--max-body-bytes", type=_positive, default=8 * MIB, metavar="N",
+                       help="largest request body accepted; larger ones get 413 (default: %(default)s)")
+    serve.add_argument("--workers", type=_positive, default=1, metavar="N",
+                       help="worker processes (default: %(default)s)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="(default: %(default)s)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (costs about a fifth of throughput)")
+
+    certs = commands.add_parser(
+        "certs", help="create or renew the CA and serving certificate",
+        description="Create a CA and a serving certificate for <svc>.<ns>.svc in --cert-dir. "
+        "A CA that is still valid is kept; the serving certificate is re-issued when it is missing, "
+        "names other hosts, or has less than a third of its lifetime left.",
+    )
+    _service_flags(certs)
+    certs.add_argument("--print-ca-bundle", action="store_true",
+                       help="print the base64 caBundle for a webhook configuration, and nothing else")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "certs":
+            return _certs(args)
+    except PolicyError as exc:
+        print(f"webhook: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook.server.run import serve  # noqa: PLC0415 - import the server stack only to serve
+
+    configure_logging(args.log_level)
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        cert_dir=args.cert_dir,
+        service_name=args.service_name,
+        service_namespace=args.service_namespace,
+        policy=args.policy,
+        max_body_bytes=args.max_body_bytes,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    serve(settings)
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    result = ensure_certificates(args.cert_dir, args.service_name, args.service_namespace)
+    if args.print_ca_bundle:
+        print(ca_bundle_base64(result.files.ca_crt))
+        return 0
+    ca = "created" if result.generated_ca else "kept (still valid)"
+    leaf = "issued" if result.issued_leaf else "kept (still valid)"
+    print(f"CA {ca}: {result.files.ca_crt}")
+    print(f"serving certificate {leaf}: {result.files.tls_crt} for {args.service_name}.{args.service_namespace}.svc")
+    return 0

@@ -1,0 +1,121 @@
+"""Where images live: the pod spec of each kind we judge, and the containers in it.
+
+Objects stay raw dicts as they arrived. A shape we cannot read is reported as a
+``MalformedObject`` naming the field, because an object we cannot judge must never
+be silently allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+_TEMPLATE = ("spec", "template", "spec")
+# (API group, kind) -> path from the object root to its pod spec.
+POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "Pod"): ("spec",),
+    ("", "PodTemplate"): ("template", "spec"),
+    ("", "ReplicationController"): _TEMPLATE,
+    ("apps", "Deployment"): _TEMPLATE,
+    ("apps", "ReplicaSet"): _TEMPLATE,
+    ("apps", "StatefulSet"): _TEMPLATE,
+    ("apps", "DaemonSet"): _TEMPLATE,
+    ("batch", "Job"): _TEMPLATE,
+    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+class MalformedObject(ValueError):
+    """The object's shape prevents judging it; ``field`` is the path that is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSite:
+    """One container image: ``field`` is its container's path, e.g. ``spec.containers[1]``."""
+
+    field: str
+    container: str
+    image: str
+    list_name: str
+    index: int
+
+    @property
+    def image_path(self) -> tuple[str | int, ...]:
+        """The image as a path of keys, relative to the pod spec."""
+        return (self.list_name, self.index, "image")
+
+
+def pod_spec_path(group: str, kind: str) -> tuple[str, ...] | None:
+    return POD_SPEC_PATHS.get((group, kind))
+
+
+def find_pod_spec(obj: Any, path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    """Follow ``path``; None when a level is absent, MalformedObject when it is not an object."""
+    if not isinstance(obj, Mapping):
+        raise MalformedObject("object", "is not a JSON object")
+    node: Mapping[str, Any] = obj
+    for depth, key in enumerate(path):
+        child = node.get(key)
+        if child is None:
+            return None
+        if not isinstance(child, Mapping):
+            raise MalformedObject(".".join(path[: depth + 1]), "is not an object")
+        node = child
+    return node
+
+
+def iter_image_sites(spec: Mapping[str, Any], prefix: str) -> Iterator[ImageSite]:
+    """Every container image in a pod spec, strictly: a wrong type raises MalformedObject."""
+    for list_name in CONTAINER_LISTS:
+        containers = spec.get(list_name)
+        if containers is None:
+            continue
+        list_field = f"{prefix}.{list_name}"
+        if not isinstance(containers, list):
+            raise MalformedObject(list_field, "is not a list")
+        for index, container in enumerate(containers):
+            field = f"{list_field}[{index}]"
+            if not isinstance(container, Mapping):
+                raise MalformedObject(field, "is not an object")
+            name = container.get("name", "")
+            image = container.get("image")
+            if not isinstance(image, str):
+                problem = "has no image" if image is None else f"image is a {_json_type(image)}, not a string"
+                raise MalformedObject(field, problem)
+            yield ImageSite(field, name if isinstance(name, str) else str(name), image, list_name, index)
+
+
+def images_in(obj: Any, path: tuple[str, ...]) -> set[str]:
+    """The image strings an (old) object holds, read leniently: unreadable parts hold none."""
+    try:
+        spec = find_pod_spec(obj, path)
+    except MalformedObject:
+        return set()
+    if spec is None:
+        return set()
+    found: set[str] = set()
+    for list_name in CONTAINER_LISTS:
+        containers = spec.get(list_name)
+        if isinstance(containers, list):
+            found.update(c["image"] for c in containers if isinstance(c, Mapping) and isinstance(c.get("image"), str))
+    return found
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__

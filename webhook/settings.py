@@ -1,0 +1,31 @@
+"""One typed settings object for ``serve``, built by the CLI and passed down; nothing reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SERVICE = "admission-webhook"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook listens on the pod IP
+    port: int = 8443
+    cert_dir: Path = Path("certs")
+    service_name: str = DEFAULT_SERVICE
+    service_namespace: str = DEFAULT_SERVICE
+    policy: Path | None = None
+    max_body_bytes: int = 8 * MIB
+    workers: int = 1
+    # Longer than the API server's 90 s idle timeout, so the server never closes a
+    # connection that the API server is just about to reuse.
+    keep_alive_seconds: int = 100
+    log_level: str = "info"
+    access_log: bool = False
+
+    @property
+    def service_host(self) -> str:
+        """The name the API server verifies: ``<svc>.<ns>.svc``."""
+        return f"{self.service_name}.{self.service_namespace}.svc"
