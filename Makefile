@@ -7,7 +7,7 @@ RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck bench tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,22 @@ run: $(RUN_STAMP)
 	$(BIN)/webhook serve
 
 ## Install everything, lint, type-check and run the whole test suite.
-test: $(TEST_STAMP) lint typecheck
+test: $(TEST_STAMP) tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Debian tools the tests and the benchmark drive (wrk); installed when missing.
+tools:
+	@command -v wrk >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+## The benchmark (about 9 minutes): our server against the framework floor, over TLS.
+bench: $(TEST_STAMP) tools
+	$(BIN)/python bench/run.py
+
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check webhook tests
+	$(BIN)/ruff check webhook tests bench
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,326 @@
+"""The webhook benchmark: the real server over TLS on loopback, driven by wrk with HTTP/1.1
+keep-alive, side by side with a do-nothing FastAPI app (the framework floor).
+
+    python bench/run.py            # full run, about 9 minutes on 2 cores
+    python bench/run.py --tiny     # a few seconds: only proves the benchmark works
+
+Runs are interleaved and repeated; medians are reported with min and max. Server CPU time
+comes from /proc, so it counts the server's process tree only, not wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import bodies
+from webhook.certs import ensure_certificates
+
+SERVICE_HOST = "admission-webhook.admission-webhook.svc"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Sample:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    cpu_us: float
+    errors: int
+
+
+@dataclass
+class Row:
+    case: str
+    server: str
+    workers: int
+    samples: list[Sample] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    peak_rss_per_process_mb: float = 0.0
+    ready_s: float = 0.0
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(s, name) for s in self.samples)
+
+    def spread(self, name: str) -> tuple[float, float]:
+        values = [getattr(s, name) for s in self.samples]
+        return min(values), max(values)
+
+
+def ensure_wrk() -> str:
+    """wrk comes from Debian's packages; install it when it is missing and we may."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("bench: wrk is not installed; run `apt-get install wrk` as root")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def peak_rss_mb(pids: list[int]) -> tuple[float, float]:
+    """(sum over the tree, largest single process) of VmHWM, in MB."""
+    peaks = []
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return sum(peaks), max(peaks, default=0.0)
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], port: int, cert_dir: Path) -> None:
+        self.name = name
+        self.port = port
+        started = time.monotonic()
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.ready_s = self._wait_ready(cert_dir, started)
+
+    def _wait_ready(self, cert_dir: Path, started: float) -> float:
+        context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        deadline = started + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                errors = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"{self.name} exited: {errors}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw, \
+                        context.wrap_socket(raw, server_hostname=SERVICE_HOST) as tls:
+                    tls.sendall(f"GET /readyz HTTP/1.1\r\nHost: {SERVICE_HOST}\r\nConnection: close\r\n\r\n".encode())
+                    if tls.recv(64).startswith(b"HTTP/1.1 200"):
+                        return time.monotonic() - started
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError(f"{self.name} not ready after 30 s")
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_ours(cert_dir: Path, workers: int, policy: Path | None) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--cert-dir", str(cert_dir), "--workers", str(workers), "--log-level", "warning"]
+    if policy:
+        command += ["--policy", str(policy)]
+    return Server("ours", command, port, cert_dir)
+
+
+def start_floor(cert_dir: Path, workers: int) -> Server:
+    port = free_port()
+    command = [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), "--cert-dir", str(cert_dir),
+               "--workers", str(workers)]
+    return Server("floor", command, port, cert_dir)
+
+
+@dataclass(frozen=True)
+class Driver:
+    """wrk with the issue's settings: 2 threads, 16 keep-alive connections, a warm-up first."""
+
+    wrk: str
+    warmup: float
+
+    def run(self, server: Server, path: str, body: Path, seconds: float) -> dict[str, Any]:
+        url = f"https://127.0.0.1:{server.port}{path}?timeout=10s"
+        script = str(HERE / "report.lua")
+        command = [self.wrk, "-t2", "-c16", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "-s", script, url]
+        env = {**os.environ, "BENCH_BODY": str(body)}
+        output = subprocess.run(command, capture_output=True, text=True, env=env, check=True,
+                                timeout=seconds + 30).stdout
+        line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+        return json.loads(line[len("BENCH "):])  # type: ignore[no-any-return]
+
+    def measure(self, server: Server, path: str, body: Path, seconds: float) -> Sample:
+        if self.warmup:
+            self.run(server, path, body, self.warmup)
+        pids = server.pids()
+        cpu_before = cpu_seconds(pids)
+        result = self.run(server, path, body, seconds)
+        cpu = cpu_seconds(pids) - cpu_before
+        requests = max(result["requests"], 1)
+        return Sample(
+            rps=requests / (result["duration_us"] / 1e6),
+            p50_ms=result["p50_us"] / 1000,
+            p90_ms=result["p90_us"] / 1000,
+            p99_ms=result["p99_us"] / 1000,
+            cpu_us=cpu / requests * 1e6,
+            errors=result["errors"] + result["non2xx"],
+        )
+
+
+@contextmanager
+def servers(*started: Server) -> Iterator[tuple[Server, ...]]:
+    try:
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+def write(directory: Path, name: str, content: Any) -> Path:
+    path = directory / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a few seconds, to prove the benchmark works")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--scaling-seconds", type=float, default=5)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    if args.tiny:
+        args.repeats, args.seconds, args.warmup, args.scaling_seconds = 1, 1, 0, 1
+
+    driver = Driver(ensure_wrk(), args.warmup)
+    work = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
+    cert_dir = work / "certs"
+    ensure_certificates(cert_dir, "admission-webhook", "admission-webhook")
+    cases = {
+        "pod-allowed": ("/validate", write(work, "pod-allowed.json", bodies.pod_allowed())),
+        "pod-denied": ("/validate", write(work, "pod-denied.json", bodies.pod_denied())),
+        "deployment": ("/validate", write(work, "deployment.json", bodies.deployment(bodies.ALLOWED))),
+        "pod-50": ("/validate", write(work, "pod-50.json", bodies.pod_with(50))),
+        "project-mutate": ("/mutate", write(work, "project.json", bodies.project())),
+    }
+    if args.tiny:
+        cases = {name: cases[name] for name in ("pod-allowed",)}
+    rows: list[Row] = []
+
+    # 1. Our server and the floor, one worker each, runs interleaved.
+    with servers(start_floor(cert_dir, 1), start_ours(cert_dir, 1, None)) as (floor, ours):
+        floor_row = Row("pod-allowed", "floor", 1, ready_s=floor.ready_s)
+        our_rows = {name: Row(name, "ours", 1, ready_s=ours.ready_s) for name in cases}
+        for _ in range(args.repeats):
+            floor_row.samples.append(driver.measure(floor, "/validate", cases["pod-allowed"][1], args.seconds))
+            for name, (path, body) in cases.items():
+                our_rows[name].samples.append(driver.measure(ours, path, body, args.seconds))
+        floor_row.peak_rss_mb, floor_row.peak_rss_per_process_mb = peak_rss_mb(floor.pids())
+        rss = peak_rss_mb(ours.pids())
+        for row in our_rows.values():
+            row.peak_rss_mb, row.peak_rss_per_process_mb = rss
+        rows += [floor_row, *our_rows.values()]
+
+    # 2. Two workers, ours and the floor.
+    if not args.tiny:
+        with servers(start_floor(cert_dir, 2), start_ours(cert_dir, 2, None)) as (floor, ours):
+            pair = [Row("pod-allowed", "floor", 2, ready_s=floor.ready_s),
+                    Row("pod-allowed", "ours", 2, ready_s=ours.ready_s)]
+            for _ in range(args.repeats):
+                for row, server in zip(pair, (floor, ours), strict=True):
+                    row.samples.append(driver.measure(server, "/validate", cases["pod-allowed"][1], args.seconds))
+            for row, server in zip(pair, (floor, ours), strict=True):
+                row.peak_rss_mb, row.peak_rss_per_process_mb = peak_rss_mb(server.pids())
+            rows += pair
+
+    # 3. How cost grows with patterns and containers.
+    sizes = (10,) if args.tiny else (10, 100, 1000)
+    pods = {n: write(work, f"pod-{n}.json", bodies.pod_with(n)) for n in ((100,) if args.tiny else (1, 10, 50, 100))}
+    for patterns in sizes:
+        policy = write(work, f"policy-{patterns}.yaml", bodies.policy_with(patterns))
+        with servers(start_ours(cert_dir, 1, policy)) as (ours,):
+            scaled = {n: Row(f"{patterns} patterns, {n} containers", "ours", 1) for n in pods}
+            for _ in range(args.repeats):
+                for n, body in pods.items():
+                    scaled[n].samples.append(driver.measure(ours, "/validate", body, args.scaling_seconds))
+            rows += scaled.values()
+
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps([row.__dict__ | {"samples": [s.__dict__ for s in row.samples]} for row in rows],
+                                        indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return 1 if any(s.errors for row in rows for s in row.samples) else 0
+
+
+def print_table(rows: list[Row]) -> None:
+    floors = {row.workers: row.median("rps") for row in rows if row.server == "floor"}
+    one_worker = next((row.median("rps") for row in rows if row.server == "ours" and row.workers == 1
+                       and row.case == "pod-allowed"), None)
+    print("| case | server | workers | req/s median [min–max] | × floor | p50 ms | p90 ms | p99 ms "
+          "| CPU µs/req | peak RSS MB (tree / max process) | ready s | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        low, high = row.spread("rps")
+        floor = floors.get(row.workers)
+        ratio = f"{row.median('rps') / floor:.2f}" if floor and row.case == "pod-allowed" else ""
+        if row.server == "ours" and row.workers == 2 and one_worker:
+            ratio += f" ({row.median('rps') / one_worker:.2f}× 1 worker)"
+        rss = f"{row.peak_rss_mb:.0f} / {row.peak_rss_per_process_mb:.0f}" if row.peak_rss_mb else ""
+        ready = f"{row.ready_s:.2f}" if row.ready_s else ""
+        print(f"| {row.case} | {row.server} | {row.workers} | {row.median('rps'):.0f} [{low:.0f}–{high:.0f}] | {ratio} "
+              f"| {row.median('p50_ms'):.2f} | {row.median('p90_ms'):.2f} | {row.median('p99_ms'):.2f} "
+              f"| {row.median('cpu_us'):.0f} | {rss} | {ready} | {sum(s.errors for s in row.samples)} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
