@@ -3,6 +3,7 @@ code, and the client calls it the way the API server does (SNI ``<svc>.<ns>.svc`
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import subprocess
@@ -71,14 +72,15 @@ class ApiServerClient:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], cert_dir: Path, log_path: Path) -> None:
+    def __init__(self, args: list[str], cert_dir: Path, log_path: Path, *,
+                 executable: list[str] | None = None, cwd: Path = REPO) -> None:
         self.port = free_port()
         self.cert_dir = cert_dir
         self.log_path = log_path
-        command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--cert-dir", str(cert_dir), *args]
+        command = [*(executable or [sys.executable, "-m", "webhook"]), "serve", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--cert-dir", str(cert_dir), *args]
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -98,15 +100,17 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.logs()}")
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def client(self, **kwargs: Any) -> ApiServerClient:
         return ApiServerClient(self.port, self.cert_dir / "ca.crt", **kwargs)
 
     def stop(self) -> int:
+        """Stop at once (SIGINT skips the drain that SIGTERM starts)."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -26,6 +26,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 300:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 300 seconds")
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive(text)
     if value > 65535:
@@ -64,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest request body accepted; larger ones get 413 (default: %(default)s)")
     serve.add_argument("--workers", type=_positive, default=1, metavar="N",
                        help="worker processes (default: %(default)s)")
+    serve.add_argument("--drain-seconds", type=_seconds, default=5.0, metavar="S",
+                       help="after SIGTERM, report not-ready but keep serving this long (default: %(default)s)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="(default: %(default)s)")
     serve.add_argument("--access-log", action="store_true",
@@ -109,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         policy=args.policy,
         max_body_bytes=args.max_body_bytes,
         workers=args.workers,
+        drain_seconds=args.drain_seconds,
         log_level=args.log_level,
         access_log=args.access_log,
     )

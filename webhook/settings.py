@@ -22,6 +22,8 @@ class ServeSettings:
     # Longer than the API server's 90 s idle timeout, so the server never closes a
     # connection that the API server is just about to reuse.
     keep_alive_seconds: int = 100
+    # After SIGTERM: not ready at once, but keep serving this long before closing.
+    drain_seconds: float = 5.0
     log_level: str = "info"
     access_log: bool = False
 

@@ -24,6 +24,7 @@ from webhook.admission.webhook import Webhook
 from webhook.certs import CertFiles, read_certificate
 from webhook.logs import configure_logging
 from webhook.policy.model import Policy, load_policy
+from webhook.server.lifecycle import Lifecycle
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
@@ -54,6 +55,7 @@ class ServerState:
 
     policy: Policy
     certificate_not_after: dt.datetime | None
+    lifecycle: Lifecycle
 
 
 def status_response(code: int, message: str, *, close: bool = False) -> Response:
@@ -110,13 +112,14 @@ def review_endpoint(
     return endpoint
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
+def create_app(settings: ServeSettings, lifecycle: Lifecycle | None = None) -> FastAPI:
     """Build the ASGI app; called once in every worker process."""
     configure_logging(settings.log_level)
     files = CertFiles(settings.cert_dir)
     state = ServerState(
         policy=load_policy(settings.policy),
         certificate_not_after=_not_after(files),
+        lifecycle=lifecycle or Lifecycle(),
     )
     app = FastAPI(title="admission-webhook", docs_url=None, redoc_url=None, openapi_url=None)
     # client-go strips trailing slashes; a redirect would be a failed call, not a review.
@@ -148,14 +151,18 @@ def readiness(state: ServerState, files: CertFiles) -> tuple[bool, dict[str, obj
     now = dt.datetime.now(dt.UTC)
     not_after = state.certificate_not_after
     cert_ok = not_after is not None and not_after > now
+    since = state.lifecycle.draining_since
     checks: dict[str, object] = {
         "policy": {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256},
-        "certificate": {
-            "ready": cert_ok,
-            "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if not_after else None,
-        },
+        "certificate": {"ready": cert_ok, "notAfter": rfc3339(not_after)},
+        "shutdown": {"ready": since is None, "drainingSince": rfc3339(since)},
     }
-    return cert_ok, {"ready": cert_ok, "checks": checks}
+    ready = cert_ok and since is None
+    return ready, {"ready": ready, "checks": checks}
+
+
+def rfc3339(moment: dt.datetime | None) -> str | None:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def _not_after(files: CertFiles) -> dt.datetime | None:

@@ -1,22 +1,27 @@
-"""Start-up: check the policy, make certificates if there are none, then hand over to uvicorn."""
+"""Start-up: check the policy, make certificates if there are none, then run the workers."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import socket
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
 from webhook import __version__
 from webhook.certs import CertFiles, ensure_certificates
+from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
 from webhook.server.app import create_app
+from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.protocol import WebhookHttpProtocol
+from webhook.server.supervisor import supervise
 from webhook.server.tls import uvicorn_factory
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
+# In-flight requests get this long after the drain; the API server's own timeout is at most 30 s.
+IN_FLIGHT_GRACE_SECONDS = 10
 
 
 def prepare_certificates(settings: ServeSettings) -> CertFiles:
@@ -32,12 +37,10 @@ def prepare_certificates(settings: ServeSettings) -> CertFiles:
     return files
 
 
-def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM or SIGINT. A bad policy raises PolicyError before anything binds."""
-    policy = load_policy(settings.policy)
-    files = prepare_certificates(settings)
-    config = uvicorn.Config(
-        app=functools.partial(create_app, settings),
+def uvicorn_config(settings: ServeSettings, lifecycle: Lifecycle) -> uvicorn.Config:
+    files = CertFiles(settings.cert_dir)
+    return uvicorn.Config(
+        app=functools.partial(create_app, settings, lifecycle),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -45,17 +48,34 @@ def serve(settings: ServeSettings) -> None:
         http=WebhookHttpProtocol,
         loop="uvloop",
         lifespan="off",
-        workers=settings.workers,
         access_log=settings.access_log,
         log_config=None,
         server_header=False,
         timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_graceful_shutdown=IN_FLIGHT_GRACE_SECONDS,
     )
+
+
+def run_worker(settings: ServeSettings, sockets: list[socket.socket] | None = None) -> None:
+    """One serving process: its own TLS context, app and drain state."""
+    configure_logging(settings.log_level)
+    lifecycle = Lifecycle()
+    DrainingServer(uvicorn_config(settings, lifecycle), lifecycle, settings.drain_seconds).run(sockets)
+
+
+def serve(settings: ServeSettings) -> None:
+    """Run until SIGTERM (drain, then exit 0) or SIGINT. A bad policy raises PolicyError before anything binds."""
+    policy = load_policy(settings.policy)
+    prepare_certificates(settings)
     log.info(
         "admission-webhook %s serving https://%s:%d (workers=%d), policy %s sha256:%s",
         __version__, settings.host, settings.port, settings.workers, policy.source, policy.sha256[:12],
     )
-    if settings.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-    else:
-        uvicorn.Server(config).run()
+    if settings.workers == 1:
+        run_worker(settings)
+        return
+    sock = uvicorn_config(settings, Lifecycle()).bind_socket()
+    try:
+        supervise(settings, sock, run_worker)
+    finally:
+        sock.close()

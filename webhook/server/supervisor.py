@@ -1,0 +1,61 @@
+"""Several worker processes on one listening socket.
+
+Our own small supervisor rather than uvicorn's, so every worker runs the draining server,
+and a worker that dies is replaced while the others keep serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from webhook.settings import ServeSettings
+
+log = logging.getLogger("webhook.server")
+Worker = Callable[[ServeSettings, list[socket.socket]], None]
+# Beyond the drain, how long workers get to finish in-flight requests before being killed.
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+def supervise(settings: ServeSettings, sock: socket.socket, worker: Worker) -> None:
+    """Run ``settings.workers`` workers until SIGTERM or SIGINT, which each worker receives too."""
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start() -> BaseProcess:
+        process = context.Process(target=worker, args=(settings, [sock]), daemon=False)
+        process.start()
+        return process
+
+    processes = [start() for _ in range(settings.workers)]
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, sig)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.info("supervising %d workers: %s", settings.workers, ", ".join(str(p.pid) for p in processes))
+    try:
+        while not stopping.wait(0.5):
+            for index, process in enumerate(processes):
+                if not process.is_alive() and not stopping.is_set():
+                    log.error("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
+                    processes[index] = start()
+        for process in processes:
+            process.join(settings.drain_seconds + SHUTDOWN_GRACE_SECONDS)
+            if process.is_alive():
+                log.error("worker %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
