@@ -75,10 +75,11 @@ class ServerProcess:
     def __init__(self, args: list[str], cert_dir: Path, log_path: Path, *,
                  executable: list[str] | None = None, cwd: Path = REPO) -> None:
         self.port = free_port()
+        self.probe_port = free_port()
         self.cert_dir = cert_dir
         self.log_path = log_path
         command = [*(executable or [sys.executable, "-m", "webhook"]), "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--cert-dir", str(cert_dir), *args]
+                   "--port", str(self.port), "--probe-port", str(self.probe_port), "--cert-dir", str(cert_dir), *args]
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
 

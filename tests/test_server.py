@@ -231,3 +231,19 @@ def test_two_workers_serve_reviews(start_server: Any) -> None:
             client = server.client()  # a new connection each time, spread over both workers
             assert client.review("/validate", pod_review("evil.io/x", uid=f"w{index}"))["allowed"] is False
             client.close()
+
+
+def test_probe_port_serves_only_probes_in_plain_http(default_server: ServerProcess) -> None:
+    base = f"http://127.0.0.1:{default_server.probe_port}"
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    review = httpx.post(f"{base}/validate", json=pod_review("nginx"))
+    assert review.status_code == 404  # reviews only over TLS
+
+
+def test_probe_port_zero_turns_it_off(start_server: Any) -> None:
+    with start_server("--probe-port", "0") as server:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{server.probe_port}/healthz")
+        assert server.client().request("GET", "/readyz").status_code == 200

@@ -36,6 +36,10 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _probe_port(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
+
+
 def _port(text: str) -> int:
     value = _positive(text)
     if value > 65535:
@@ -67,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
     serve.add_argument("--port", type=_port, default=8443, help="HTTPS port (default: %(default)s)")
+    serve.add_argument("--probe-port", type=_probe_port, default=8081, metavar="PORT",
+                       help="plain-HTTP port for /healthz, /readyz and /metrics; 0 turns it off (default: %(default)s)")
     _service_flags(serve)
     serve.add_argument("--policy", type=Path, metavar="FILE",
                        help="policy YAML file (default: the embedded default policy)")
@@ -115,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host,
         port=args.port,
+        probe_port=args.probe_port,
         cert_dir=args.cert_dir,
         service_name=args.service_name,
         service_namespace=args.service_namespace,

@@ -13,6 +13,7 @@ MIB = 1024 * 1024
 class ServeSettings:
     host: str = "0.0.0.0"  # noqa: S104 - a webhook listens on the pod IP
     port: int = 8443
+    probe_port: int = 8081  # plain HTTP: /healthz, /readyz, /metrics; 0 turns it off
     cert_dir: Path = Path("certs")
     service_name: str = DEFAULT_SERVICE
     service_namespace: str = DEFAULT_SERVICE

@@ -22,7 +22,6 @@ from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
 from webhook.certs import CertFiles, read_certificate
-from webhook.logs import configure_logging
 from webhook.policy.model import Policy, load_policy
 from webhook.server.lifecycle import Lifecycle
 from webhook.settings import ServeSettings
@@ -51,11 +50,17 @@ class HTTPProblem(Exception):
 
 @dataclass
 class ServerState:
-    """What the running server holds. The policy is swapped whole, never edited in place."""
+    """What one worker holds. The policy is swapped whole, never edited in place."""
 
     policy: Policy
     certificate_not_after: dt.datetime | None
     lifecycle: Lifecycle
+    files: CertFiles
+
+    @classmethod
+    def load(cls, settings: ServeSettings, lifecycle: Lifecycle) -> ServerState:
+        files = CertFiles(settings.cert_dir)
+        return cls(load_policy(settings.policy), _not_after(files), lifecycle, files)
 
 
 def status_response(code: int, message: str, *, close: bool = False) -> Response:
@@ -112,30 +117,26 @@ def review_endpoint(
     return endpoint
 
 
-def create_app(settings: ServeSettings, lifecycle: Lifecycle | None = None) -> FastAPI:
-    """Build the ASGI app; called once in every worker process."""
-    configure_logging(settings.log_level)
-    files = CertFiles(settings.cert_dir)
-    state = ServerState(
-        policy=load_policy(settings.policy),
-        certificate_not_after=_not_after(files),
-        lifecycle=lifecycle or Lifecycle(),
-    )
+def create_app(settings: ServeSettings, state: ServerState) -> FastAPI:
+    """The HTTPS app: the two webhooks, plus the probe paths."""
+    app = _bare_app()
+    for path, hook in (("/validate", VALIDATING), ("/mutate", MUTATING)):
+        app.add_api_route(path, review_endpoint(hook, state, settings.max_body_bytes), methods=["POST"])
+    _add_probes(app, state)
+    return app
+
+
+def create_probe_app(state: ServerState) -> FastAPI:
+    """The plain-HTTP probe port: health, readiness and metrics only, never a review."""
+    app = _bare_app()
+    _add_probes(app, state)
+    return app
+
+
+def _bare_app() -> FastAPI:
     app = FastAPI(title="admission-webhook", docs_url=None, redoc_url=None, openapi_url=None)
     # client-go strips trailing slashes; a redirect would be a failed call, not a review.
     app.router.redirect_slashes = False
-    app.state.server = state
-    for path, hook in (("/validate", VALIDATING), ("/mutate", MUTATING)):
-        app.add_api_route(path, review_endpoint(hook, state, settings.max_body_bytes), methods=["POST"])
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return Response(orjson.dumps({"status": "ok"}), media_type=JSON)
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        ready, report = readiness(state, files)
-        return Response(orjson.dumps(report), status_code=200 if ready else 503, media_type=JSON)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -147,7 +148,18 @@ def create_app(settings: ServeSettings, lifecycle: Lifecycle | None = None) -> F
     return app
 
 
-def readiness(state: ServerState, files: CertFiles) -> tuple[bool, dict[str, object]]:
+def _add_probes(app: FastAPI, state: ServerState) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(orjson.dumps({"status": "ok"}), media_type=JSON)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready, report = readiness(state)
+        return Response(orjson.dumps(report), status_code=200 if ready else 503, media_type=JSON)
+
+
+def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
     now = dt.datetime.now(dt.UTC)
     not_after = state.certificate_not_after
     cert_ok = not_after is not None and not_after > now

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -35,11 +36,35 @@ class Lifecycle:
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float) -> None:
+    """uvicorn's server with a drain on SIGTERM, and an optional plain-HTTP probe listener
+    that runs on the same loop and stays up until the end, so the kubelet sees the drain."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        drain_seconds: float,
+        probe: uvicorn.Config | None = None,
+        probe_sockets: list[socket.socket] | None = None,
+    ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_seconds = drain_seconds
+        self.probe = uvicorn.Server(probe) if probe is not None else None
+        self.probe_sockets = probe_sockets
         self._stop_at: float | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.probe is not None and not self.should_exit:
+            self.probe.config.load()
+            self.probe.lifespan = self.probe.config.lifespan_class(self.probe.config)
+            await self.probe.startup(sockets=self.probe_sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.probe is not None and self.probe.started:
+            await self.probe.shutdown(sockets=self.probe_sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """The first SIGTERM starts the drain; SIGINT or a second signal stops at once.

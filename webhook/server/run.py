@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -12,7 +14,7 @@ from webhook import __version__
 from webhook.certs import CertFiles, ensure_certificates
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
-from webhook.server.app import create_app
+from webhook.server.app import ServerState, create_app, create_probe_app
 from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.protocol import WebhookHttpProtocol
 from webhook.server.supervisor import supervise
@@ -37,11 +39,18 @@ def prepare_certificates(settings: ServeSettings) -> CertFiles:
     return files
 
 
-def uvicorn_config(settings: ServeSettings, lifecycle: Lifecycle) -> uvicorn.Config:
+@dataclass(frozen=True)
+class Listeners:
+    """Sockets bound once by the parent and shared by every worker."""
+
+    https: socket.socket
+    probe: socket.socket | None
+
+
+def https_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
     files = CertFiles(settings.cert_dir)
     return uvicorn.Config(
-        app=functools.partial(create_app, settings, lifecycle),
-        factory=True,
+        app=app or _unused,
         host=settings.host,
         port=settings.port,
         ssl_context_factory=functools.partial(uvicorn_factory, files.tls_crt, files.tls_key),
@@ -56,11 +65,28 @@ def uvicorn_config(settings: ServeSettings, lifecycle: Lifecycle) -> uvicorn.Con
     )
 
 
-def run_worker(settings: ServeSettings, sockets: list[socket.socket] | None = None) -> None:
-    """One serving process: its own TLS context, app and drain state."""
+def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app=app or _unused, host=settings.host, port=settings.probe_port, http="httptools", loop="uvloop",
+        lifespan="off", access_log=False, log_config=None, server_header=False,
+    )
+
+
+def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> None:
+    """One serving process: its own TLS context, policy, apps and drain state."""
     configure_logging(settings.log_level)
     lifecycle = Lifecycle()
-    DrainingServer(uvicorn_config(settings, lifecycle), lifecycle, settings.drain_seconds).run(sockets)
+    state = ServerState.load(settings, lifecycle)
+    probe = probe_config(settings, create_probe_app(state)) if settings.probe_port else None
+    server = DrainingServer(
+        https_config(settings, create_app(settings, state)), lifecycle, settings.drain_seconds,
+        probe=probe, probe_sockets=[listeners.probe] if listeners and listeners.probe else None,
+    )
+    server.run(sockets=[listeners.https] if listeners else None)
+
+
+async def _unused(scope: object, receive: object, send: object) -> None:
+    """A placeholder app for configs that only bind sockets."""
 
 
 def serve(settings: ServeSettings) -> None:
@@ -74,8 +100,13 @@ def serve(settings: ServeSettings) -> None:
     if settings.workers == 1:
         run_worker(settings)
         return
-    sock = uvicorn_config(settings, Lifecycle()).bind_socket()
+    listeners = Listeners(
+        https_config(settings).bind_socket(),
+        probe_config(settings).bind_socket() if settings.probe_port else None,
+    )
     try:
-        supervise(settings, sock, run_worker)
+        supervise(settings, listeners, run_worker)
     finally:
-        sock.close()
+        listeners.https.close()
+        if listeners.probe:
+            listeners.probe.close()

@@ -10,27 +10,27 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TypeVar
 
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
-Worker = Callable[[ServeSettings, list[socket.socket]], None]
+L = TypeVar("L")
 # Beyond the drain, how long workers get to finish in-flight requests before being killed.
 SHUTDOWN_GRACE_SECONDS = 15.0
 
 
-def supervise(settings: ServeSettings, sock: socket.socket, worker: Worker) -> None:
+def supervise(settings: ServeSettings, listeners: L, worker: Callable[[ServeSettings, L], None]) -> None:
     """Run ``settings.workers`` workers until SIGTERM or SIGINT, which each worker receives too."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
 
     def start() -> BaseProcess:
-        process = context.Process(target=worker, args=(settings, [sock]), daemon=False)
+        process = context.Process(target=worker, args=(settings, listeners), daemon=False)
         process.start()
         return process
 
