@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.reviews import WORKLOADS, container, fixture, pod_create, pod_review, pod_spec, review, workload
+from webhook.admission.deadline import NEVER, Deadline
 from webhook.admission.review import Request, Response, decode_review
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
@@ -20,7 +21,7 @@ ALLOWED_LIST = "allowed: registry.k8s.io, docker.io/library/*, ghcr.io/*, quay.i
 
 
 def decide(body: dict[str, Any], policy: Policy = DEFAULT) -> Response:
-    return validate(decode_review(orjson.dumps(body)), policy)
+    return validate(decode_review(orjson.dumps(body)), policy, NEVER)
 
 
 def policy(text: str) -> Policy:
@@ -178,15 +179,15 @@ def test_unreadable_object_shapes_are_invalid(obj: Any, field: str) -> None:
 
 
 def test_a_failing_rule_fails_closed_and_logs_the_uid(caplog: pytest.LogCaptureFixture) -> None:
-    def broken(request: Request, policy: Policy) -> Response:
+    def broken(request: Request, policy: Policy, deadline: Deadline) -> Response:
         raise KeyError("secret-value")
 
     request = decode_review(orjson.dumps(pod_review("nginx", uid="uid-123")))
     with caplog.at_level(logging.ERROR):
-        answer = Webhook("validate", broken, mutating=False).review(request, DEFAULT)
+        answer = Webhook("validate", broken, mutating=False).review(request, DEFAULT, NEVER)
     assert (answer.allowed, answer.code, answer.message) == (False, 500, "internal error evaluating policy")
     assert "uid-123" in caplog.text and "KeyError" in caplog.text
     assert "secret-value" not in caplog.text
 
-    answer = Webhook("mutate", broken, mutating=True).review(request, DEFAULT)
+    answer = Webhook("mutate", broken, mutating=True).review(request, DEFAULT, NEVER)
     assert answer.allowed and answer.warnings == ("mutation skipped: internal error",) and not answer.patch

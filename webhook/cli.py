@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes (default: %(default)s)")
     serve.add_argument("--drain-seconds", type=_seconds, default=5.0, metavar="S",
                        help="after SIGTERM, report not-ready but keep serving this long (default: %(default)s)")
+    serve.add_argument("--eval-timeout", type=_seconds, default=2.0, metavar="S",
+                       help="answer within this many seconds, or sooner when the API server's ?timeout= is "
+                       "shorter; an overrun is answered as the policy's failureMode says (default: %(default)s)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="(default: %(default)s)")
+    serve.add_argument("--log-format", default="json", choices=["json", "text"],
+                       help="JSON lines for log pipelines, or text for people (default: %(default)s)")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (costs about a fifth of throughput)")
 
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from webhook.server.run import serve  # noqa: PLC0415 - import the server stack only to serve
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     settings = ServeSettings(
         host=args.host,
         port=args.port,
@@ -129,7 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         workers=args.workers,
         drain_seconds=args.drain_seconds,
+        eval_timeout=args.eval_timeout,
         log_level=args.log_level,
+        log_format=args.log_format,
         access_log=args.access_log,
     )
     serve(settings)

@@ -1,17 +1,55 @@
-"""Logging set-up, done in the CLI and again in each worker process (spawned workers start bare)."""
+"""Logging: JSON lines by default (one object per line, for log pipelines), or text for people.
+
+Done in the CLI and again in each worker process, because spawned workers start bare.
+Callers pass structured fields with ``extra={"fields": {...}}``; they are never whole objects.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
+from typing import Any
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+import orjson
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return text
+
+
+def configure_logging(level: str, fmt: str = "json") -> None:
     root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+    handler = next((h for h in root.handlers if getattr(h, "webhook", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.webhook = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.setLevel(level.upper())

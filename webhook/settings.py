@@ -25,7 +25,10 @@ class ServeSettings:
     keep_alive_seconds: int = 100
     # After SIGTERM: not ready at once, but keep serving this long before closing.
     drain_seconds: float = 5.0
+    # Decide within this many seconds, or less when the API server's ?timeout= is shorter.
+    eval_timeout: float = 2.0
     log_level: str = "info"
+    log_format: str = "json"
     access_log: bool = False
 
     @property

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from webhook.admission.deadline import Deadline
 from webhook.admission.review import Request, Response, allowed
 from webhook.policy.model import Policy
 
 
-def mutate(request: Request, policy: Policy) -> Response:
+def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     """Never denies: enforcement belongs to the validating webhook, which sees the final object."""
     return allowed()

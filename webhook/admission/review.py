@@ -10,7 +10,7 @@ import base64
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -42,11 +42,20 @@ class Request:
     dry_run: bool = False
 
     @property
+    def object_name(self) -> str | None:
+        """The name, or the generateName prefix of an object created without one yet."""
+        meta = _metadata(self.object) or _metadata(self.old_object)
+        name = self.name or meta.get("name") or meta.get("generateName")
+        return name if isinstance(name, str) else None
+
+    @property
     def display_name(self) -> str:
-        """``kind ns/name`` for messages and logs; objects from ``generateName`` have no name yet."""
-        name = self.name or _metadata(self.object).get("name") or _metadata(self.object).get("generateName")
+        """``kind ns/name`` for messages."""
         where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{name or '(unnamed)'}"
+        return f"{self.kind} {where}{self.object_name or '(unnamed)'}"
+
+
+Outcome = Literal["allowed", "denied", "warned", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,25 +67,44 @@ class Response:
     warnings: tuple[str, ...] = ()
     patch: tuple[Mapping[str, Any], ...] = ()
     audit_annotations: Mapping[str, str] = field(default_factory=dict)
+    # What metrics and logs call this decision; set by the constructors below.
+    outcome: Outcome = "allowed"
+    # Registry hosts of denied or warned images ("invalid" for references that do not parse).
+    registries: tuple[str, ...] = ()
 
 
 def allowed(*warnings: str) -> Response:
     return Response(True, warnings=warnings)
 
 
-def denied(message: str, *warnings: str) -> Response:
+def warned(warnings: Sequence[str], registries: Sequence[str] = ()) -> Response:
+    """Allowed, but the policy would deny it (``mode: warn``)."""
+    return Response(True, warnings=tuple(warnings), outcome="warned", registries=tuple(registries))
+
+
+def denied(message: str, *warnings: str, registries: Sequence[str] = ()) -> Response:
     """A policy denial: 403 Forbidden, so clients' ``IsForbidden()`` holds."""
-    return Response(False, 403, "Forbidden", message, warnings)
+    return Response(False, 403, "Forbidden", message, warnings, outcome="denied", registries=tuple(registries))
 
 
 def invalid(message: str) -> Response:
     """An object whose shape we cannot judge: 422 Invalid, never a silent allow."""
-    return Response(False, 422, "Invalid", message)
+    return Response(False, 422, "Invalid", message, outcome="denied")
 
 
-def errored(message: str) -> Response:
+def errored(message: str, *warnings: str) -> Response:
     """Fail closed in-band: an HTTP 5xx would hand the decision to failurePolicy."""
-    return Response(False, 500, "InternalError", message)
+    return Response(False, 500, "InternalError", message, warnings, outcome="error")
+
+
+def timed_out(message: str) -> Response:
+    """Denied because the decision was not reached in time (failureMode: deny)."""
+    return Response(False, 504, "Timeout", message, outcome="error")
+
+
+def skipped(warning: str) -> Response:
+    """Allowed without judging, because judging failed; counted as an error."""
+    return Response(True, warnings=(warning,), outcome="error")
 
 
 def patched(operations: Sequence[Mapping[str, Any]], *warnings: str) -> Response:

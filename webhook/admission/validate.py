@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webhook.admission.review import Request, Response, allowed, denied, invalid, quote
+from webhook.admission.deadline import Deadline
+from webhook.admission.review import Request, Response, allowed, denied, invalid, quote, warned
 from webhook.policy.model import Policy
 from webhook.policy.podspecs import (
     ImageSite,
@@ -33,7 +34,7 @@ class Violation:
         return f"{where}{normalised} {self.problem}"
 
 
-def validate(request: Request, policy: Policy) -> Response:
+def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     """Judge the images of a Pod or pod template; anything else is not ours to judge."""
     if request.operation not in ("CREATE", "UPDATE"):
         return allowed()
@@ -46,12 +47,18 @@ def validate(request: Request, policy: Policy) -> Response:
         sites = judged_sites(request, spec_path)
     except MalformedObject as exc:
         return invalid(f"cannot judge the images of {request.display_name}: {exc}")
-    violations = [v for site in sites if (v := judge(site, policy)) is not None]
+    violations: list[Violation] = []
+    for site in sites:
+        deadline.check()
+        violation = judge(site, policy)
+        if violation is not None:
+            violations.append(violation)
     if not violations:
         return allowed()
+    registries = [v.ref.registry if v.ref is not None else "invalid" for v in violations]
     if policy.mode == "warn":
-        return allowed(*(f"policy would deny (warn mode): {v}" for v in violations))
-    return denied(denial_message(violations, policy))
+        return warned([f"policy would deny (warn mode): {v}" for v in violations], registries)
+    return denied(denial_message(violations, policy), registries=registries)
 
 
 def judged_sites(request: Request, spec_path: tuple[str, ...]) -> list[ImageSite]:

@@ -7,14 +7,17 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhook.admission.review import Request, Response, allowed, errored
+from webhook.admission.deadline import Deadline, DeadlineExceeded
+from webhook.admission.review import Request, Response, errored, skipped, timed_out
 from webhook.policy.model import Policy
 
 log = logging.getLogger("webhook.admission")
 
-Decide = Callable[[Request, Policy], Response]
+Decide = Callable[[Request, Policy, Deadline], Response]
 MUTATION_SKIPPED = "mutation skipped: internal error"
 INTERNAL_ERROR = "internal error evaluating policy"
+MUTATION_SKIPPED_DEADLINE = "mutation skipped: deadline exceeded"
+NOT_JUDGED_DEADLINE = "not judged: policy evaluation exceeded its deadline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +26,25 @@ class Webhook:
     decide: Decide
     mutating: bool
 
-    def review(self, request: Request, policy: Policy) -> Response:
+    def review(self, request: Request, policy: Policy, deadline: Deadline) -> Response:
         """Always an in-band answer: a validating hook fails closed, a mutating one skips.
 
         The log names the uid and where it broke, but not the exception text, which may
         quote the object.
         """
         try:
-            return self.decide(request, policy)
+            deadline.check()  # reading and decoding a large body may have used it up already
+            return self.decide(request, policy, deadline)
+        except DeadlineExceeded:
+            if self.mutating:
+                return skipped(MUTATION_SKIPPED_DEADLINE)
+            if policy.failure_mode == "allow":
+                return skipped(f"{NOT_JUDGED_DEADLINE}; allowed by failureMode: allow")
+            return timed_out(f"{NOT_JUDGED_DEADLINE}; denied by failureMode: deny")
         except Exception as exc:  # noqa: BLE001 - any bug in a rule must still get an answer
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error(
                 "internal error in %s webhook: uid=%s %s at %s:%s",
                 self.name, request.uid, type(exc).__name__, frame.filename, frame.lineno,
             )
-            return allowed(MUTATION_SKIPPED) if self.mutating else errored(INTERNAL_ERROR)
+            return skipped(MUTATION_SKIPPED) if self.mutating else errored(INTERNAL_ERROR)

@@ -67,6 +67,8 @@ class ImagesSpec(_Strict):
 class PolicySpec(_Strict):
     images: ImagesSpec
     exemptNamespaces: list[str] = []
+    # What a validating answer is when evaluation overruns its deadline.
+    failureMode: Literal["deny", "allow"] = "deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class Policy:
     allowlist: Allowlist
     require_digest: bool
     exempt_namespaces: frozenset[str]
+    failure_mode: Literal["deny", "allow"]
     source: str
     sha256: str
 
@@ -88,6 +91,7 @@ class Policy:
             allowlist=Allowlist(patterns),
             require_digest=spec.images.requireDigest,
             exempt_namespaces=frozenset(spec.exemptNamespaces),
+            failure_mode=spec.failureMode,
             source=source,
             sha256=hashlib.sha256(raw).hexdigest(),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from webhook.admission.deadline import Deadline, budget
 from webhook.admission.mutate import mutate
 from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.validate import validate
@@ -24,6 +26,7 @@ from webhook.admission.webhook import Webhook
 from webhook.certs import CertFiles, read_certificate
 from webhook.policy.model import Policy, load_policy
 from webhook.server.lifecycle import Lifecycle
+from webhook.server.telemetry import Telemetry
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
@@ -31,6 +34,9 @@ log = logging.getLogger("webhook.server")
 VALIDATING = Webhook("validate", validate, mutating=False)
 MUTATING = Webhook("mutate", mutate, mutating=True)
 JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+# Time kept back from the API server's ?timeout= for our reply to reach it.
+DEADLINE_MARGIN_SECONDS = 0.5
 _REASONS = {
     400: "BadRequest",
     404: "NotFound",
@@ -56,11 +62,16 @@ class ServerState:
     certificate_not_after: dt.datetime | None
     lifecycle: Lifecycle
     files: CertFiles
+    telemetry: Telemetry
 
     @classmethod
-    def load(cls, settings: ServeSettings, lifecycle: Lifecycle) -> ServerState:
+    def load(cls, settings: ServeSettings, lifecycle: Lifecycle, telemetry: Telemetry) -> ServerState:
         files = CertFiles(settings.cert_dir)
-        return cls(load_policy(settings.policy), _not_after(files), lifecycle, files)
+        state = cls(load_policy(settings.policy), _not_after(files), lifecycle, files, telemetry)
+        telemetry.policy_loaded(state.policy)
+        if state.certificate_not_after is not None:
+            telemetry.certificate_expiry.set(state.certificate_not_after.timestamp())
+        return state
 
 
 def status_response(code: int, message: str, *, close: bool = False) -> Response:
@@ -99,19 +110,30 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def review_endpoint(
-    webhook: Webhook, state: ServerState, limit: int
+    webhook: Webhook, state: ServerState, settings: ServeSettings
 ) -> Callable[[Request], Awaitable[Response]]:
+    limit = settings.max_body_bytes
+    telemetry = state.telemetry
+
     async def endpoint(request: Request) -> Response:
+        started = time.monotonic()
+        telemetry.inflight.inc()
         try:
-            body = await read_body(request, limit)
-            review = decode_review(body)
-        except HTTPProblem as problem:
-            return status_response(problem.code, problem.message, close=problem.close)
-        except ReviewError as exc:
-            return status_response(400, str(exc))
-        policy = state.policy  # one policy for the whole request, even if a reload lands meanwhile
-        decision = webhook.review(review, policy)
-        return Response(encode_response(review, decision, mutating=webhook.mutating), media_type=JSON)
+            try:
+                body = await read_body(request, limit)
+                review = decode_review(body)
+            except HTTPProblem as problem:
+                return status_response(problem.code, problem.message, close=problem.close)
+            except ReviewError as exc:
+                return status_response(400, str(exc))
+            policy = state.policy  # one policy for the whole request, even if a reload lands meanwhile
+            seconds = budget(request.query_params.get("timeout"), settings.eval_timeout, DEADLINE_MARGIN_SECONDS)
+            decision = webhook.review(review, policy, Deadline.after(seconds, started))
+            answer = encode_response(review, decision, mutating=webhook.mutating)
+            telemetry.observe(webhook.name, review, decision, policy, time.monotonic() - started)
+            return Response(answer, media_type=JSON)
+        finally:
+            telemetry.inflight.dec()
 
     endpoint.__name__ = f"{webhook.name}_endpoint"
     return endpoint
@@ -121,7 +143,7 @@ def create_app(settings: ServeSettings, state: ServerState) -> FastAPI:
     """The HTTPS app: the two webhooks, plus the probe paths."""
     app = _bare_app()
     for path, hook in (("/validate", VALIDATING), ("/mutate", MUTATING)):
-        app.add_api_route(path, review_endpoint(hook, state, settings.max_body_bytes), methods=["POST"])
+        app.add_api_route(path, review_endpoint(hook, state, settings), methods=["POST"])
     _add_probes(app, state)
     return app
 
@@ -157,6 +179,10 @@ def _add_probes(app: FastAPI, state: ServerState) -> None:
     async def readyz() -> Response:
         ready, report = readiness(state)
         return Response(orjson.dumps(report), status_code=200 if ready else 503, media_type=JSON)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.telemetry.render(), media_type=PROMETHEUS)
 
 
 def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from webhook import __version__
 from webhook.certs import CertFiles, ensure_certificates
@@ -18,6 +21,7 @@ from webhook.server.app import ServerState, create_app, create_probe_app
 from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.protocol import WebhookHttpProtocol
 from webhook.server.supervisor import supervise
+from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
 from webhook.server.tls import uvicorn_factory
 from webhook.settings import ServeSettings
 
@@ -41,10 +45,11 @@ def prepare_certificates(settings: ServeSettings) -> CertFiles:
 
 @dataclass(frozen=True)
 class Listeners:
-    """Sockets bound once by the parent and shared by every worker."""
+    """What the parent sets up once and shares with every worker."""
 
     https: socket.socket
     probe: socket.socket | None
+    metrics_dir: str  # prometheus-client multiprocess files
 
 
 def https_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
@@ -74,9 +79,9 @@ def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
 
 def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> None:
     """One serving process: its own TLS context, policy, apps and drain state."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     lifecycle = Lifecycle()
-    state = ServerState.load(settings, lifecycle)
+    state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir if listeners else None))
     probe = probe_config(settings, create_probe_app(state)) if settings.probe_port else None
     server = DrainingServer(
         https_config(settings, create_app(settings, state)), lifecycle, settings.drain_seconds,
@@ -100,13 +105,17 @@ def serve(settings: ServeSettings) -> None:
     if settings.workers == 1:
         run_worker(settings)
         return
-    listeners = Listeners(
-        https_config(settings).bind_socket(),
-        probe_config(settings).bind_socket() if settings.probe_port else None,
-    )
-    try:
-        supervise(settings, listeners, run_worker)
-    finally:
-        listeners.https.close()
-        if listeners.probe:
-            listeners.probe.close()
+    with tempfile.TemporaryDirectory(prefix="webhook-metrics-") as metrics_dir:
+        # Spawned workers inherit this before they import prometheus_client.
+        os.environ[MULTIPROCESS_ENV] = metrics_dir
+        listeners = Listeners(
+            https_config(settings).bind_socket(),
+            probe_config(settings).bind_socket() if settings.probe_port else None,
+            metrics_dir,
+        )
+        try:
+            supervise(settings, listeners, run_worker, on_exit=functools.partial(mark_process_dead, path=metrics_dir))
+        finally:
+            listeners.https.close()
+            if listeners.probe:
+                listeners.probe.close()

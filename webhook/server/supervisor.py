@@ -24,7 +24,12 @@ L = TypeVar("L")
 SHUTDOWN_GRACE_SECONDS = 15.0
 
 
-def supervise(settings: ServeSettings, listeners: L, worker: Callable[[ServeSettings, L], None]) -> None:
+def supervise(
+    settings: ServeSettings,
+    listeners: L,
+    worker: Callable[[ServeSettings, L], None],
+    on_exit: Callable[[int], None] = lambda pid: None,
+) -> None:
     """Run ``settings.workers`` workers until SIGTERM or SIGINT, which each worker receives too."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
@@ -49,6 +54,8 @@ def supervise(settings: ServeSettings, listeners: L, worker: Callable[[ServeSett
             for index, process in enumerate(processes):
                 if not process.is_alive() and not stopping.is_set():
                     log.error("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
+                    if process.pid is not None:
+                        on_exit(process.pid)
                     processes[index] = start()
         for process in processes:
             process.join(settings.drain_seconds + SHUTDOWN_GRACE_SECONDS)

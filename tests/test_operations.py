@@ -1,0 +1,181 @@
+"""Operations: exact metrics after a known mix of reviews, JSON decision logs that never hold
+object contents, and an in-band answer when evaluation overruns its deadline."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import ApiServerClient, ServerProcess, write_policy
+from tests.reviews import pod_review, pod_spec, review, workload
+from webhook.admission.deadline import budget, parse_go_duration
+
+SECRET = "s3cr3t-ghp_0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - a fake, to prove it is never logged
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample, 0 when the series does not exist yet."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if match is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if found == labels:
+            return float(match.group(2))
+    return 0.0
+
+
+def send_mix(api: ApiServerClient) -> None:
+    for _ in range(3):
+        assert api.review("/validate", pod_review("nginx"))["allowed"]
+    for _ in range(2):
+        assert not api.review("/validate", pod_review("evil.io/x", "evil.io/y", "Bad/Ref"))["allowed"]
+    assert api.review("/validate", pod_review("nginx", operation="DELETE"))["allowed"]
+    assert api.review("/mutate", pod_review("nginx"))["allowed"]
+    assert api.post("/validate", b"{broken").status_code == 400
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_count_exactly(start_server: Any, workers: str) -> None:
+    with start_server("--workers", workers) as server:
+        clients = [server.client() for _ in range(4)]  # several connections: spread over the workers
+        for client in clients:
+            send_mix(client)
+        time.sleep(0.2)
+        text = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+        policy_hash = _default_hash(server)
+        for client in clients:
+            client.close()
+    requests = "webhook_admission_requests_total"
+    base = {"webhook": "validate", "kind": "Pod", "mode": "enforce"}
+    assert metric(text, requests, operation="CREATE", decision="allowed", **base) == 12
+    assert metric(text, requests, operation="CREATE", decision="denied", **base) == 8
+    assert metric(text, requests, operation="DELETE", decision="allowed", **base) == 4
+    assert metric(text, requests, webhook="mutate", operation="CREATE", kind="Pod", decision="allowed",
+                  mode="enforce") == 4
+    assert metric(text, "webhook_image_violations_total", registry="evil.io") == 16
+    assert metric(text, "webhook_image_violations_total", registry="invalid") == 8  # "Bad/Ref" does not parse
+    assert metric(text, "webhook_admission_duration_seconds_count", webhook="validate") == 24
+    assert metric(text, "webhook_admission_duration_seconds_bucket", webhook="validate", le="10.0") == 24
+    assert metric(text, "webhook_inflight_requests") == 0
+    assert metric(text, "webhook_policy_info", hash=policy_hash) == 1
+    assert metric(text, "webhook_certificate_expiry_timestamp_seconds") > time.time()
+
+
+def _default_hash(server: ServerProcess) -> str:
+    client = server.client()
+    try:
+        return str(client.request("GET", "/readyz").json()["checks"]["policy"]["sha256"])[:12]
+    finally:
+        client.close()
+
+
+def test_metrics_on_the_https_port_too(api: ApiServerClient) -> None:
+    reply = api.request("GET", "/metrics")
+    assert reply.status_code == 200
+    assert "# TYPE webhook_admission_duration_seconds histogram" in reply.text
+
+
+def test_decision_logs_are_json_with_uid_and_no_object_contents(start_server: Any) -> None:
+    pod = workload("Pod", pod_spec("evil.io/x:1"))
+    container = pod["spec"]["containers"][0]
+    container["env"] = [{"name": "TOKEN", "value": SECRET}]
+    pod["metadata"]["annotations"] = {"note": SECRET}
+    body = review(pod, uid="log-uid-1")
+    allowed_body = review(workload("Pod", pod_spec("nginx")), uid="log-uid-2")
+    with start_server() as server:
+        client = server.client()
+        assert client.review("/validate", body)["allowed"] is False
+        assert client.review("/validate", allowed_body)["allowed"] is True
+        client.close()
+        time.sleep(0.2)
+        logs = server.logs()
+    assert SECRET not in logs
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert len(lines) == len(logs.strip().splitlines()), "every log line is JSON"
+    (denial,) = [line for line in lines if line.get("uid") == "log-uid-1"]
+    assert denial["decision"] == "denied" and denial["kind"] == "Pod" and denial["namespace"] == "shop"
+    assert denial["name"] == "web" and denial["operation"] == "CREATE" and denial["code"] == 403
+    assert denial["user"] == "system:serviceaccount:kube-system:replicaset-controller"
+    assert "evil.io/x:1" in denial["reason"] and denial["durationMs"] > 0
+    assert not [line for line in lines if line.get("uid") == "log-uid-2"], "allowed requests are not logged at info"
+    assert any("admission-webhook" in line["msg"] and "sha256" in line["msg"] for line in lines)
+
+
+def test_text_log_format(start_server: Any) -> None:
+    with start_server("--log-format", "text") as server:
+        client = server.client()
+        client.review("/validate", pod_review("evil.io/x", uid="text-uid"))
+        client.close()
+        time.sleep(0.2)
+        (line,) = [line for line in server.logs().splitlines() if "text-uid" in line]
+        assert " INFO webhook.admission: validate denied " in line and "uid=text-uid" in line
+
+
+# --- deadlines -------------------------------------------------------------------------------
+
+def huge_pod(uid: str) -> dict[str, Any]:
+    return pod_review(*[f"ghcr.io/acme/app-{i}:1" for i in range(20_000)], uid=uid)
+
+
+def test_an_overrun_is_denied_in_band_by_default(start_server: Any) -> None:
+    with start_server("--eval-timeout", "0.001") as server:
+        client = server.client()
+        started = time.monotonic()
+        response = client.review("/validate", huge_pod("slow-1"))
+        assert time.monotonic() - started < 10  # well inside the API server's ?timeout=10s
+        assert response["allowed"] is False
+        assert response["status"]["code"] == 504 and response["status"]["reason"] == "Timeout"
+        assert "denied by failureMode: deny" in response["status"]["message"]
+        mutated = client.review("/mutate", huge_pod("slow-2"))
+        assert mutated["allowed"] is True and mutated["warnings"] == ["mutation skipped: deadline exceeded"]
+        assert "patch" not in mutated
+        client.close()
+
+
+def test_failure_mode_allow_allows_an_overrun_with_a_warning(start_server: Any, tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, "images: {allow: [ghcr.io/*]}\nfailureMode: allow\n")
+    with start_server("--eval-timeout", "0.001", "--policy", str(policy)) as server:
+        client = server.client()
+        response = client.review("/validate", huge_pod("slow-3"))
+        assert response["allowed"] is True
+        assert response["warnings"] == ["not judged: policy evaluation exceeded its deadline; "
+                                         "allowed by failureMode: allow"]
+        assert client.review("/validate", pod_review("ghcr.io/acme/x"))["allowed"] is True  # small ones still fit
+        client.close()
+
+
+def test_the_api_server_timeout_shortens_the_budget(start_server: Any) -> None:
+    with start_server("--eval-timeout", "30") as server:
+        client = server.client()
+        content = orjson.dumps(huge_pod("slow-4"))
+        reply = client.request("POST", "/validate?timeout=1ms", content=content,
+                               headers={"Content-Type": "application/json"})
+        assert reply.json()["response"]["status"]["code"] == 504
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10.0), ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0), ("1.5s", 1.5), ("", None), ("10", None),
+     ("s", None), ("10x", None), ("10s5", None)],
+)
+def test_go_durations(text: str, seconds: float | None) -> None:
+    assert parse_go_duration(text) == seconds
+
+
+def test_budget_keeps_a_margin_and_the_cap() -> None:
+    assert budget("10s", 2.0, 0.5) == 2.0  # --eval-timeout is smaller
+    assert budget("1s", 2.0, 0.5) == 0.5  # the API server's timeout less the margin
+    assert budget("200ms", 2.0, 0.5) == 0.1  # never more than half of a short timeout as margin
+    assert budget(None, 2.0, 0.5) == 2.0
+    assert budget("garbage", 2.0, 0.5) == 2.0

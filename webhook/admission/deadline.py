@@ -1,0 +1,55 @@
+"""A per-request deadline that handlers check between images.
+
+The API server gives up after ``?timeout=``; an answer after that is wasted and a silent
+one is a failed call. Checking cooperatively costs a clock read per image, where handing
+every decision to a thread would cost a sizeable share of throughput.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class DeadlineExceeded(Exception):
+    """Raised by ``Deadline.check`` once the answer is due."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    at: float  # time.monotonic() by which the answer is due
+
+    @classmethod
+    def after(cls, seconds: float, start: float | None = None) -> Deadline:
+        return cls((time.monotonic() if start is None else start) + seconds)
+
+    def check(self) -> None:
+        if time.monotonic() >= self.at:
+            raise DeadlineExceeded
+
+
+NEVER = Deadline(math.inf)
+
+
+def parse_go_duration(text: str) -> float | None:
+    """``10s``, ``1m30s``, ``500ms`` as client-go writes them; None when it is not one."""
+    position, total = 0, 0.0
+    for match in _GO_DURATION.finditer(text):
+        if match.start() != position:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    return total if position == len(text) and text else None
+
+
+def budget(timeout_param: str | None, eval_timeout: float, margin: float) -> float:
+    """Seconds to decide in: the API server's timeout less a margin for the reply, capped."""
+    api_timeout = parse_go_duration(timeout_param) if timeout_param else None
+    if api_timeout is None:
+        return eval_timeout
+    return max(0.0, min(eval_timeout, api_timeout - min(margin, api_timeout / 2)))

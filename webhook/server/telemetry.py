@@ -1,0 +1,115 @@
+"""Metrics and decision logs: one place that records what each review decided.
+
+With several workers the metrics live in prometheus-client's multiprocess files, so any
+worker's /metrics shows the sum over all of them. Label values that come from requests are
+bounded, so a flood of odd kinds or registries cannot blow up the series count.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from webhook.admission.review import Request, Response
+from webhook.policy.model import Policy
+
+log = logging.getLogger("webhook.admission")
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LABEL_LIMIT = 100
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
+
+
+class BoundedLabel:
+    """The first ``limit`` distinct values pass; later ones become ``other``."""
+
+    def __init__(self, limit: int = LABEL_LIMIT, seed: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self.seen: set[str] = set(seed)
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return "other"
+        self.seen.add(value)
+        return value
+
+
+class Telemetry:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        """``multiprocess_dir`` is the directory shared by workers; None for one process."""
+        self.multiprocess_dir = multiprocess_dir
+        self.registry = None if multiprocess_dir else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("webhook_admission_requests", "Admission reviews answered.",
+                                ["webhook", "operation", "kind", "decision", "mode"], registry=r)
+        self.duration = Histogram("webhook_admission_duration_seconds", "Time from request to answer.",
+                                  ["webhook"], buckets=DURATION_BUCKETS, registry=r)
+        self.violations = Counter("webhook_image_violations", "Images denied or warned, by registry host.",
+                                  ["registry"], registry=r)
+        self.patches = Counter("webhook_patches", "Mutations answered with a patch.", ["kind"], registry=r)
+        self.inflight = Gauge("webhook_inflight_requests", "Reviews being answered now.", registry=r,
+                              multiprocess_mode="livesum")
+        self.policy_reloads = Counter("webhook_policy_reloads", "Policy reloads.", ["result"], registry=r)
+        self.policy_info = Gauge("webhook_policy_info", "The policy in force (1), by content hash.", ["hash"],
+                                 registry=r, multiprocess_mode="livemax")
+        self.certificate_expiry = Gauge("webhook_certificate_expiry_timestamp_seconds",
+                                        "notAfter of the served certificate.", registry=r,
+                                        multiprocess_mode="livemin")
+        self._kinds = BoundedLabel()
+        self._registries = BoundedLabel()
+
+    def render(self) -> bytes:
+        if self.registry is not None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def policy_loaded(self, policy: Policy, previous: Policy | None = None) -> None:
+        if previous is not None and previous.sha256 != policy.sha256:
+            self.policy_info.labels(hash=previous.sha256[:12]).set(0)
+        self.policy_info.labels(hash=policy.sha256[:12]).set(1)
+
+    def observe(self, webhook: str, request: Request, response: Response, policy: Policy, seconds: float) -> None:
+        kind = self._kinds(request.kind) if _KIND.fullmatch(request.kind) else "other"
+        self.requests.labels(webhook, request.operation, kind, response.outcome, policy.mode).inc()
+        self.duration.labels(webhook).observe(seconds)
+        for registry in response.registries:
+            self.violations.labels(self._registries(registry)).inc()
+        if response.patch:
+            self.patches.labels(kind).inc()
+        if response.outcome != "allowed" or response.patch:
+            log_decision(webhook, request, response, seconds)
+        elif log.isEnabledFor(logging.DEBUG):
+            log_decision(webhook, request, response, seconds, level=logging.DEBUG)
+
+
+def log_decision(
+    webhook: str, request: Request, response: Response, seconds: float, level: int | None = None
+) -> None:
+    """One line per denial, warning, mutation and error; never the object itself."""
+    decision = "mutated" if response.patch and response.outcome == "allowed" else response.outcome
+    if level is None:
+        level = logging.ERROR if decision == "error" else logging.INFO
+    reason = response.message or "; ".join(response.warnings) or None
+    log.log(level, "%s %s", webhook, decision, extra={"fields": {
+        "uid": request.uid,
+        "webhook": webhook,
+        "kind": request.kind,
+        "namespace": request.namespace,
+        "name": request.object_name,
+        "user": request.username,
+        "operation": request.operation,
+        "decision": decision,
+        "code": response.code,
+        "reason": reason,
+        "patchOps": len(response.patch) or None,
+        "durationMs": round(seconds * 1000, 3),
+    }})
+
