@@ -29,7 +29,7 @@ from webhook.policy.model import Policy, PolicyError, PolicySpec
 from webhook.policy.references import InvalidReference, parse_reference
 from webhook.policy.rewrite import parse_prefix
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 # Few names, so that defaults and objects often meet; "/" and "~" exercise pointer escaping.
 NAMES = ["spec", "a", "items", "x.io/y", "t~0", "n"]
 VALUES = st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "s", "0"]) | st.just(1.5)

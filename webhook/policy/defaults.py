@@ -73,7 +73,8 @@ class DefaultsRule:
     tree: Branch
     index: int
 
-    def applies_to(self, version: str) -> bool:
+    def applies_to(self, version: str | None) -> bool:
+        """None stands for every version that no rule names."""
         return ANY_VERSION in self.versions or version in self.versions
 
 
@@ -94,12 +95,12 @@ class Defaults:
     def __init__(self, rules: Sequence[DefaultsRule]) -> None:
         self.rules = tuple(rules)
         self._trees: dict[tuple[str, str], dict[str | None, Branch]] = {}
-        for group, kind in {(rule.group, kind) for rule in self.rules for kind in rule.kinds}:
+        for group, kind in dict.fromkeys((rule.group, kind) for rule in self.rules for kind in sorted(rule.kinds)):
             matching = [rule for rule in self.rules if rule.group == group and kind in rule.kinds]
             named = {version for rule in matching for version in rule.versions if version != ANY_VERSION}
             trees: dict[str | None, Branch] = {}
             for version in [*sorted(named), None]:
-                applying = [r for r in matching if (r.applies_to(version) if version else ANY_VERSION in r.versions)]
+                applying = [rule for rule in matching if rule.applies_to(version)]
                 if applying:
                     trees[version] = _merge_rules(applying, group, kind, version)
             self._trees[(group, kind)] = trees
@@ -109,12 +110,6 @@ class Defaults:
         if trees is None:
             return None
         return trees.get(version, trees.get(None))
-
-    def trees(self) -> Iterator[tuple[str, str, str | None, Branch]]:
-        """Every merged tree: (group, kind, version or None for "any other version", tree)."""
-        for (group, kind), trees in self._trees.items():
-            for version, tree in trees.items():
-                yield group, kind, version, tree
 
 
 class ConflictError(DefaultsError):
