@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import uuid
 from pathlib import Path
 from typing import Any
+
+import jsonpatch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -113,3 +116,35 @@ def pod_review(*images: str, **kwargs: Any) -> dict[str, Any]:
     init = kwargs.pop("init", ())
     ephemeral = kwargs.pop("ephemeral", ())
     return review(workload("Pod", pod_spec(*images, init=init, ephemeral=ephemeral)), **kwargs)
+
+
+def project(spec: Any = None, *, name: str = "docs", namespace: str = "shop", **metadata: Any) -> dict[str, Any]:
+    """A Project of the example CRD, as the API server sends it to a mutating webhook."""
+    obj: dict[str, Any] = {
+        "apiVersion": "example.sealyun.com/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None, **metadata},
+    }
+    if spec is not None:
+        obj["spec"] = spec
+    return obj
+
+
+def decoded_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSONPatch of a /mutate response, checked the way the API server reads it."""
+    if "patch" not in response:
+        assert "patchType" not in response
+        return []
+    assert response["patchType"] == "JSONPatch"
+    raw = base64.b64decode(response["patch"], validate=True)  # standard alphabet, padded
+    assert base64.b64encode(raw).decode() == response["patch"]
+    operations: list[dict[str, Any]] = json.loads(raw)
+    assert operations, "an empty patch must be left out"
+    return operations
+
+
+def applied(obj: Any, operations: list[dict[str, Any]]) -> Any:
+    """Apply with jsonpatch, an RFC 6902 implementation independent of ours, as strictly as
+    the API server's: ``add`` needs its parent, ``replace`` its target."""
+    assert {op["op"] for op in operations} <= {"add", "replace"}, operations
+    return jsonpatch.apply_patch(obj, operations, in_place=False)

@@ -1,12 +1,76 @@
-"""The mutating webhook. It allows without a patch until defaulting rules exist (issue 4)."""
+"""The mutating webhook: set-if-absent defaults, then registry rewriting, as one JSONPatch.
+
+It never denies: enforcement belongs to the validating webhook, which the API server calls
+after every mutation, on the final object. The patch is the difference between the object
+as it arrived and a mutated copy of it, so fields we do not model survive untouched.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from webhook.admission.deadline import Deadline
-from webhook.admission.review import Request, Response, allowed
+from webhook.admission.patch import diff
+from webhook.admission.review import Request, Response, allowed, patched, quote
+from webhook.policy.defaults import apply as apply_defaults
 from webhook.policy.model import Policy
+from webhook.policy.podspecs import CONTAINER_LISTS, images_in, pod_spec_path
+from webhook.policy.rewrite import Rewritten, rewrite_images
+
+# Subresource -> container lists whose images are rewritten. Other subresources carry no
+# image the user can change (``status``) or no pod spec at all (``scale``, ``exec``).
+REWRITTEN_LISTS: dict[str | None, frozenset[str]] = {
+    None: frozenset(CONTAINER_LISTS),
+    "ephemeralcontainers": frozenset({"ephemeralContainers"}),  # kubectl debug
+}
+# Warnings share a 4096-rune budget per request with every other webhook; stay well inside it.
+MAX_LISTED_CHANGES = 20
 
 
 def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
-    """Never denies: enforcement belongs to the validating webhook, which sees the final object."""
-    return allowed()
+    """Allow, with a patch saying what was defaulted or rewritten when anything was."""
+    if request.operation not in ("CREATE", "UPDATE") or request.namespace in policy.exempt_namespaces:
+        return allowed()
+    original = request.object
+    if not isinstance(original, dict):
+        return allowed()
+    tree = policy.defaults.tree_for(request.group, request.version, request.kind) if not request.sub_resource else None
+    lists = REWRITTEN_LISTS.get(request.sub_resource)
+    spec_path = pod_spec_path(request.group, request.kind) if policy.rewriter and lists else None
+    if tree is None and spec_path is None:
+        return allowed()
+
+    mutated = _copy(original)
+    deadline.check()
+    changes: list[str] = []
+    if tree is not None:
+        changes += (str(done) for done in apply_defaults(tree, mutated))
+    if spec_path is not None and lists is not None:
+        # On UPDATE an image that already runs is left alone, exactly as validation skips it.
+        keep = images_in(request.old_object, spec_path) if request.operation == "UPDATE" else set()
+        changes += (_rewritten(done) for done in rewrite_images(policy.rewriter, mutated, spec_path, lists, keep))
+    deadline.check()
+    operations = diff(original, mutated)
+    if not operations:
+        return allowed(*_bounded(changes))  # only a rewrite that could not be done says anything here
+    return patched(operations, *_bounded(changes))
+
+
+def _copy(obj: dict[str, Any]) -> Any:
+    """A deep copy; orjson's round trip is several times faster than copy.deepcopy."""
+    return orjson.loads(orjson.dumps(obj))
+
+
+def _rewritten(done: Rewritten) -> str:
+    where = f"{done.site.field} {quote(done.site.container, 63)} image {quote(done.site.image)}"
+    if done.problem is not None:
+        return f"not rewritten: {where} would become {quote(done.new)}, which is invalid: {done.problem}"
+    return f"rewrote {where} to {done.new}"
+
+
+def _bounded(changes: list[str]) -> list[str]:
+    if len(changes) <= MAX_LISTED_CHANGES:
+        return changes
+    return [*changes[:MAX_LISTED_CHANGES], f"and {len(changes) - MAX_LISTED_CHANGES} more changes"]

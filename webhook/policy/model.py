@@ -15,7 +15,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webhook.policy.defaults import (
+    ConflictError,
+    Defaults,
+    DefaultsError,
+    DefaultsRule,
+    compile_tree,
+    image_probes,
+    render_path,
+)
 from webhook.policy.patterns import Allowlist, Pattern, PatternError, parse_pattern
+from webhook.policy.podspecs import MalformedObject, pod_spec_path
+from webhook.policy.references import InvalidReference, parse_reference
+from webhook.policy.rewrite import RewriteError, Rewriter, RewriteRule, check_rules, parse_prefix, probes
 
 Mode = Literal["enforce", "warn", "off"]
 DEFAULT_POLICY_SOURCE = "<embedded default policy>"
@@ -32,6 +44,14 @@ def _valid_pattern(text: str) -> str:
 PatternText = Annotated[str, AfterValidator(_valid_pattern)]
 
 
+def _valid_prefix(text: str) -> str:
+    parse_prefix(text)  # its ValueError names the problem
+    return text
+
+
+PrefixText = Annotated[str, AfterValidator(_valid_prefix)]
+
+
 class PolicyError(ValueError):
     """A policy that does not load. ``str()`` names the file, the key and the problem."""
 
@@ -46,10 +66,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RewriteSpec(_Strict):
+    from_: PrefixText = Field(alias="from")
+    to: PrefixText
+
+
 class ImagesSpec(_Strict):
     mode: Mode = "enforce"
     allow: list[PatternText] | None = None
     requireDigest: bool = Field(default=False, strict=True)
+    rewrite: list[RewriteSpec] = []
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -64,11 +90,33 @@ class ImagesSpec(_Strict):
         return self
 
 
+def _one_name(text: str) -> str:
+    if not text or "*" in text:
+        raise ValueError("must be a non-empty name; '*' is allowed only in versions")
+    return text
+
+
+Name = Annotated[str, Field(strict=True), AfterValidator(_one_name)]
+
+
+class DefaultsSpec(_Strict):
+    group: str = Field(strict=True)  # "" is the core group
+    versions: list[Annotated[str, Field(strict=True, min_length=1)]] = Field(min_length=1)
+    kinds: list[Name] = Field(min_length=1)
+    set_: dict[str, Any] = Field(alias="set")
+
+    @field_validator("group")
+    @classmethod
+    def _no_wildcard_group(cls, value: str) -> str:
+        return _one_name(value) if value else value
+
+
 class PolicySpec(_Strict):
     images: ImagesSpec
     exemptNamespaces: list[str] = []
     # What a validating answer is when evaluation overruns its deadline.
     failureMode: Literal["deny", "allow"] = "deny"
+    defaults: list[DefaultsSpec] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +130,13 @@ class Policy:
     failure_mode: Literal["deny", "allow"]
     source: str
     sha256: str
+    defaults: Defaults
+    rewriter: Rewriter
 
     @classmethod
     def compile(cls, spec: PolicySpec, source: str, raw: bytes) -> Policy:
         patterns: list[Pattern] = [parse_pattern(text) for text in spec.images.allow or []]
-        return cls(
+        policy = cls(
             mode=spec.images.mode,
             allowlist=Allowlist(patterns),
             require_digest=spec.images.requireDigest,
@@ -94,7 +144,86 @@ class Policy:
             failure_mode=spec.failureMode,
             source=source,
             sha256=hashlib.sha256(raw).hexdigest(),
+            defaults=_compile_defaults(spec.defaults, source),
+            rewriter=_compile_rewrite(spec.images.rewrite, source),
         )
+        if policy.mode != "off":
+            _refuse_results_breaking_rules(policy)
+        return policy
+
+    def image_problem(self, image: str) -> str | None:
+        """Why the validating webhook would refuse ``image`` once mutation is done, if it would."""
+        try:
+            ref = parse_reference(image)
+        except InvalidReference as exc:
+            return f"does not parse: {exc}"
+        ref = self.rewriter.rewrite(ref) or ref
+        if not self.allowlist.allows(ref):
+            return f"{ref} is not allowed by images.allow ({self.allowlist})"
+        if self.require_digest and ref.digest is None:
+            return "has no digest, and images.requireDigest is true"
+        return None
+
+
+def _compile_rewrite(specs: list[RewriteSpec], source: str) -> Rewriter:
+    rules = [RewriteRule(parse_prefix(spec.from_), parse_prefix(spec.to), i) for i, spec in enumerate(specs)]
+    try:
+        check_rules(rules)
+    except RewriteError as exc:
+        raise PolicyError(source, f"images.rewrite[{exc.index}].{exc.key}", exc.problem) from None
+    return Rewriter(rules)
+
+
+def _compile_defaults(specs: list[DefaultsSpec], source: str) -> Defaults:
+    rules: list[DefaultsRule] = []
+    for index, spec in enumerate(specs):
+        try:
+            tree = compile_tree(spec.set_, index)
+        except DefaultsError as exc:
+            raise PolicyError(source, _set_key(index, exc.path), exc.problem) from None
+        rules.append(DefaultsRule(spec.group, frozenset(spec.versions), frozenset(spec.kinds), tree, index))
+    try:
+        return Defaults(rules)
+    except ConflictError as exc:
+        raise PolicyError(source, _set_key(exc.rule, exc.path), exc.problem) from None
+
+
+def _refuse_results_breaking_rules(policy: Policy) -> None:
+    """A policy must admit what its own mutation produces, or every such object is denied."""
+    for rewrite in policy.rewriter.rules:
+        key = f"images.rewrite[{rewrite.index}].to"
+        try:
+            refs = list(probes(rewrite))
+        except InvalidReference as exc:
+            raise PolicyError(policy.source, key, f"rewritten images would not be valid references: {exc}") from None
+        for ref in refs:
+            if not policy.allowlist.allows(ref):
+                raise PolicyError(
+                    policy.source, key,
+                    f"rewritten images such as {str(ref)!r} would not be allowed by images.allow ({policy.allowlist})",
+                )
+    for rule in policy.defaults.rules:  # merged trees produce exactly the union of these images
+        key = f"defaults[{rule.index}].set"
+        for kind in sorted(rule.kinds):
+            spec_path = pod_spec_path(rule.group, kind)
+            if spec_path is None:
+                continue
+            try:
+                produced = list(image_probes(rule.tree, spec_path))
+            except MalformedObject as exc:
+                raise PolicyError(policy.source, key, f"would make a {kind} unreadable: {exc}") from None
+            for field, image in produced:
+                problem = policy.image_problem(image)
+                if problem is not None:
+                    raise PolicyError(
+                        policy.source, key,
+                        f"would give a {kind} the image {image!r} at {field}, which its image rules refuse: {problem}",
+                    )
+
+
+def _set_key(index: int, path: tuple[str, ...]) -> str:
+    rendered = render_path(path)
+    return f"defaults[{index}].set" + (rendered if rendered.startswith("[") or not rendered else f".{rendered}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -1,0 +1,303 @@
+"""Set-if-absent defaulting, compiled once from the policy's ``defaults:`` section.
+
+A default never overwrites what the user wrote, not even ``0``, ``false``, ``""`` or ``[]``:
+only an absent or ``null`` field is set. ``name[*]`` walks the elements of a list that
+exists and never creates one. All rules that can apply to one group, kind and version are
+merged into a single tree at load, so two rules cannot disagree at request time, and
+applying a tree to its own output changes nothing: the API server may call us again on it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import orjson
+
+from webhook.policy.podspecs import CONTAINER_LISTS, MalformedObject, find_pod_spec, iter_image_sites
+
+EACH = "[*]"
+ANY_VERSION = "*"
+# Identity and server-owned fields: setting them is refused by the API server, or silently
+# wrong (a name on a generateName create is never checked against request.name).
+RESERVED = frozenset({("apiVersion",), ("kind",), ("status",)}) | frozenset(
+    ("metadata", key)
+    for key in (
+        "name", "generateName", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink",
+    )
+)
+_SIMPLE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
+
+Path: TypeAlias = tuple[str | int, ...]
+
+
+class DefaultsError(ValueError):
+    """A ``set:`` tree that cannot load; ``path`` holds its keys as the policy wrote them."""
+
+    def __init__(self, path: Sequence[str], problem: str) -> None:
+        super().__init__(f"{render_path(path)}: {problem}" if path else problem)
+        self.path = tuple(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    value: Any
+    rule: int = field(default=0, compare=False)  # which defaults[] entry it came from
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    children: tuple[tuple[str, Node], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """``name[*]``: the branch applies to every element of an existing list."""
+
+    branch: Branch
+
+
+Node: TypeAlias = Leaf | Branch | Each
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultsRule:
+    group: str
+    versions: frozenset[str]
+    kinds: frozenset[str]
+    tree: Branch
+    index: int
+
+    def applies_to(self, version: str | None) -> bool:
+        """None stands for every version that no rule names."""
+        return ANY_VERSION in self.versions or version in self.versions
+
+
+@dataclass(frozen=True, slots=True)
+class Defaulted:
+    """One field that was set, for the warning that tells the user so."""
+
+    path: Path
+    value: Any
+
+    def __str__(self) -> str:
+        return f"defaulted {render_path(self.path)}={orjson.dumps(self.value).decode()}"
+
+
+class Defaults:
+    """Merged trees per (group, kind) and version; a request looks its tree up in O(1)."""
+
+    def __init__(self, rules: Sequence[DefaultsRule]) -> None:
+        self.rules = tuple(rules)
+        self._trees: dict[tuple[str, str], dict[str | None, Branch]] = {}
+        for group, kind in dict.fromkeys((rule.group, kind) for rule in self.rules for kind in sorted(rule.kinds)):
+            matching = [rule for rule in self.rules if rule.group == group and kind in rule.kinds]
+            named = {version for rule in matching for version in rule.versions if version != ANY_VERSION}
+            trees: dict[str | None, Branch] = {}
+            for version in [*sorted(named), None]:
+                applying = [rule for rule in matching if rule.applies_to(version)]
+                if applying:
+                    trees[version] = _merge_rules(applying, group, kind, version)
+            self._trees[(group, kind)] = trees
+
+    def tree_for(self, group: str, version: str, kind: str) -> Branch | None:
+        trees = self._trees.get((group, kind))
+        if trees is None:
+            return None
+        return trees.get(version, trees.get(None))
+
+
+class ConflictError(DefaultsError):
+    """Two rules that apply to the same kind and version disagree; ``rule`` is the later one."""
+
+    def __init__(self, path: Sequence[str], problem: str, rule: int) -> None:
+        super().__init__(path, problem)
+        self.rule = rule
+
+
+def compile_tree(raw: Mapping[Any, Any], rule: int = 0, path: tuple[str, ...] = ()) -> Branch:
+    """Compile a ``set:`` mapping, refusing anything whose meaning would be a guess."""
+    if not raw:
+        raise DefaultsError(path, "must set at least one field")
+    children: dict[str, Node] = {}
+    for key, value in raw.items():
+        here = (*path, str(key))
+        if not isinstance(key, str) or not key:
+            raise DefaultsError(here, "keys must be non-empty strings")
+        each = key.endswith(EACH)
+        name = key.removesuffix(EACH)
+        if not name or any(ch in name for ch in "[]*"):
+            raise DefaultsError(here, "'[*]' may only end a key, as in 'containers[*]'")
+        if name in children:
+            raise DefaultsError(here, f"'{name}' and '{name}{EACH}' cannot both be given")
+        if each:
+            if not isinstance(value, dict) or not value:
+                raise DefaultsError(here, f"'{key}' takes a mapping of defaults for each element")
+            children[name] = Each(compile_tree(value, rule, here))
+        elif isinstance(value, dict) and value:
+            children[name] = compile_tree(value, rule, here)
+        else:
+            children[name] = Leaf(_json_value(value, here, top=True), rule)
+    tree = Branch(tuple(children.items()))
+    if not path:
+        _refuse_reserved(tree)
+    return tree
+
+
+def apply(tree: Branch, obj: dict[str, Any]) -> list[Defaulted]:
+    """Set every absent or null field of ``tree`` in ``obj`` (in place); say what was set."""
+    done: list[Defaulted] = []
+    _apply(tree, obj, (), done)
+    return done
+
+
+def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaulted]) -> None:
+    for key, node in branch.children:
+        current = target.get(key)
+        here = (*path, key)
+        if isinstance(node, Leaf):
+            if current is None:
+                target[key] = _fresh(node.value)
+                done.append(Defaulted(here, node.value))
+        elif isinstance(node, Branch):
+            if current is None:
+                fresh: dict[str, Any] = {}
+                _apply(node, fresh, here, done)
+                if fresh:  # a branch holding only [*] creates nothing, so no empty map appears
+                    target[key] = fresh
+            elif isinstance(current, dict):
+                _apply(node, current, here, done)
+        elif isinstance(current, list):
+            for index, item in enumerate(current):
+                if isinstance(item, dict):
+                    _apply(node.branch, item, (*here, index), done)
+
+
+def _fresh(value: Any) -> Any:
+    """A copy the object can own: later edits to it must never reach the compiled tree."""
+    return orjson.loads(orjson.dumps(value)) if isinstance(value, dict | list) else value
+
+
+def image_probes(tree: Branch, spec_path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """Every image string ``tree`` can write into a pod spec, as (field, image).
+
+    Two probes cover both ways a default can place an image: a whole container list set on
+    an object that lacks it, and ``image`` set inside existing containers that lack one.
+    Raises MalformedObject when a default would make the pod spec unreadable.
+    """
+    bare: dict[str, Any] = {}
+    apply(tree, bare)
+    spec = find_pod_spec(bare, spec_path)
+    if spec is not None:
+        for site in iter_image_sites(spec, ".".join(spec_path)):
+            yield site.field, site.image
+    imageless: dict[str, Any] = {}
+    node = imageless
+    for key in spec_path:
+        node = node.setdefault(key, {})
+    for list_name in CONTAINER_LISTS:
+        node[list_name] = [{"name": "probe"}]
+    apply(tree, imageless)
+    spec = find_pod_spec(imageless, spec_path)
+    if spec is None:
+        return
+    for list_name in CONTAINER_LISTS:
+        for index, item in enumerate(spec.get(list_name) or []):
+            if isinstance(item, dict) and "image" in item:
+                field_name = f"{'.'.join(spec_path)}.{list_name}[{index}]"
+                if not isinstance(item["image"], str):
+                    raise MalformedObject(field_name, "image is not a string")
+                yield field_name, item["image"]
+
+
+def render_path(path: Sequence[str | int]) -> str:
+    """``spec.containers[0].securityContext``; keys with dots or slashes as ``["a.b/c"]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _SIMPLE_KEY.fullmatch(part.removesuffix(EACH)):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{orjson.dumps(part).decode()}]"
+    return text
+
+
+def _merge_rules(rules: Sequence[DefaultsRule], group: str, kind: str, version: str | None) -> Branch:
+    merged = rules[0].tree
+    for rule in rules[1:]:
+        try:
+            merged = _merge(merged, rule.tree, ())
+        except DefaultsError as exc:
+            target = f"{group or 'core'}/{version or ANY_VERSION} {kind}"
+            raise ConflictError(exc.path, f"{exc.problem} (both apply to {target})", rule.index) from None
+    return merged
+
+
+def _merge(first: Branch, second: Branch, path: tuple[str, ...]) -> Branch:
+    children = dict(first.children)
+    for key, node in second.children:
+        here = (*path, key)
+        if key not in children:
+            children[key] = node
+            continue
+        earlier = children[key]
+        if isinstance(earlier, Branch) and isinstance(node, Branch):
+            children[key] = _merge(earlier, node, here)
+        elif isinstance(earlier, Each) and isinstance(node, Each):
+            children[key] = Each(_merge(earlier.branch, node.branch, (*here[:-1], key + EACH)))
+        elif isinstance(earlier, Leaf) and isinstance(node, Leaf):
+            if orjson.dumps(earlier.value) != orjson.dumps(node.value):
+                earlier_value = orjson.dumps(earlier.value).decode()
+                raise DefaultsError(here, f"conflicts with defaults[{earlier.rule}], which sets it to {earlier_value}")
+        else:
+            raise DefaultsError(here, "is a value in one rule and a mapping or list of defaults in another")
+    return Branch(tuple(children.items()))
+
+
+def _refuse_reserved(tree: Branch) -> None:
+    for key, node in tree.children:
+        if (key,) in RESERVED:
+            raise DefaultsError((key,), "is set by the client or the API server; it cannot be defaulted")
+        if key != "metadata":
+            continue
+        if not isinstance(node, Branch):
+            raise DefaultsError((key,), "must be a mapping of fields")
+        for meta_key, meta_node in node.children:
+            if (key, meta_key) in RESERVED:
+                raise DefaultsError((key, meta_key), "is set by the client or the API server; it cannot be defaulted")
+            if meta_key in ("labels", "annotations"):
+                _refuse_non_strings(meta_node, (key, meta_key))
+
+
+def _refuse_non_strings(node: Node, path: tuple[str, ...]) -> None:
+    if not isinstance(node, Branch):
+        raise DefaultsError(path, "must be a mapping of keys to string values")
+    for key, child in node.children:
+        if not isinstance(child, Leaf) or not isinstance(child.value, str):
+            raise DefaultsError((*path, key), "label and annotation values must be strings (quote them)")
+
+
+def _json_value(value: Any, path: tuple[str, ...], *, top: bool = False) -> Any:
+    if value is None:
+        if top:
+            raise DefaultsError(path, "a default cannot be null: null means the field is absent")
+        return None
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DefaultsError(path, f"{value} is not a JSON number")
+        return value
+    if isinstance(value, list):
+        return [_json_value(item, path) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise DefaultsError(path, "keys must be strings")
+        return {key: _json_value(item, (*path, key)) for key, item in value.items()}
+    raise DefaultsError(path, f"{value!r} is a YAML {type(value).__name__}, not a JSON value; quote it")
