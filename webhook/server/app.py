@@ -22,6 +22,7 @@ from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
 from webhook.certs import CertFiles, read_certificate
+from webhook.kube.monitor import ClusterMonitor
 from webhook.logs import configure_logging
 from webhook.policy.model import Policy, load_policy
 from webhook.settings import ServeSettings
@@ -54,6 +55,9 @@ class ServerState:
 
     policy: Policy
     certificate_not_after: dt.datetime | None
+    # Permission checks and caBundle sync in the background; None when serve has no cluster.
+    # A certificate reload calls ``cluster.request_sync()`` to publish a new CA at once.
+    cluster: ClusterMonitor | None = None
 
 
 def status_response(code: int, message: str, *, close: bool = False) -> Response:
@@ -117,6 +121,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     state = ServerState(
         policy=load_policy(settings.policy),
         certificate_not_after=_not_after(files),
+        cluster=_cluster_monitor(settings, files),
     )
     app = FastAPI(title="admission-webhook", docs_url=None, redoc_url=None, openapi_url=None)
     # client-go strips trailing slashes; a redirect would be a failed call, not a review.
@@ -155,7 +160,20 @@ def readiness(state: ServerState, files: CertFiles) -> tuple[bool, dict[str, obj
             "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if not_after else None,
         },
     }
+    # Reported, never a gate: an API server that is down must not take admission down with it.
+    checks["kubernetes"] = state.cluster.readiness() if state.cluster else {"ready": True, "enabled": False}
     return cert_ok, {"ready": cert_ok, "checks": checks}
+
+
+def _cluster_monitor(settings: ServeSettings, files: CertFiles) -> ClusterMonitor | None:
+    if settings.cluster is None:
+        return None
+    monitor = ClusterMonitor(
+        settings.cluster, interval=settings.permission_check_interval, timeout=settings.request_timeout,
+        registration=settings.registration, ca_file=files.ca_crt,
+    )
+    monitor.start()
+    return monitor
 
 
 def _not_after(files: CertFiles) -> dt.datetime | None:

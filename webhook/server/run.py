@@ -10,6 +10,7 @@ from uvicorn.supervisors import Multiprocess
 
 from webhook import __version__
 from webhook.certs import CertFiles, ensure_certificates
+from webhook.kube.monitor import connect_at_start
 from webhook.policy.model import load_policy
 from webhook.server.app import create_app
 from webhook.server.protocol import WebhookHttpProtocol
@@ -32,10 +33,20 @@ def prepare_certificates(settings: ServeSettings) -> CertFiles:
     return files
 
 
-def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM or SIGINT. A bad policy raises PolicyError before anything binds."""
+def serve(settings: ServeSettings) -> int:
+    """Run until SIGTERM or SIGINT. A bad policy raises PolicyError before anything binds.
+
+    Returns 1 without serving when --require-permissions finds a permission missing. The
+    configurations are never deleted on the way out: with several replicas, that would
+    switch admission off for all of them.
+    """
     policy = load_policy(settings.policy)
     files = prepare_certificates(settings)
+    if settings.cluster is not None and not connect_at_start(
+        settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
+        registration=settings.registration, ca_file=files.ca_crt,
+    ):
+        return 1
     config = uvicorn.Config(
         app=functools.partial(create_app, settings),
         factory=True,
@@ -59,3 +70,4 @@ def serve(settings: ServeSettings) -> None:
         Multiprocess(config, sockets=[config.bind_socket()]).run()
     else:
         uvicorn.Server(config).run()
+    return 0
