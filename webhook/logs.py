@@ -15,3 +15,5 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every API call at INFO; webhook.kube logs what the calls meant instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
