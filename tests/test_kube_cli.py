@@ -284,7 +284,7 @@ def test_in_cluster_configuration_from_env_and_files(apiserver: ApiServer, tmp_p
     assert 'to User "system:serviceaccount:guard:admission-webhook"' in result.stdout
 
 
-def test_client_certificate_from_kubeconfig_data(apiserver: ApiServer, tmp_path: Path, home: Path) -> None:
+def test_client_certificate_from_kubeconfig_data_and_files(apiserver: ApiServer, tmp_path: Path, home: Path) -> None:
     cert, key = apiserver.client_certificate("kube-admin", groups=("system:masters",))
     apiserver.add_user("kube-admin", None, Rule(("*",), ("*",)))
     user = {"client-certificate-data": base64.b64encode(cert).decode(),
@@ -293,6 +293,12 @@ def test_client_certificate_from_kubeconfig_data(apiserver: ApiServer, tmp_path:
     result = cli("can-i", "create", "pods", "--kubeconfig", str(path), env=environment(home))
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith('to User "kube-admin"\n')
+    (tmp_path / "admin.crt").write_bytes(cert)
+    (tmp_path / "admin.key").write_bytes(key)
+    files = {"client-certificate": "admin.crt", "client-key": "admin.key"}  # relative to the kubeconfig
+    path = write_kubeconfig(tmp_path / "kubeconfig", apiserver.url, files, ca_file=apiserver.ca_file)
+    assert cli("can-i", "create", "pods", "--kubeconfig", str(path), env=environment(home)).returncode == 0
+    assert [s.user for s in apiserver.seen()] == ["kube-admin", "kube-admin"]
 
 
 def test_an_unknown_token_is_a_clear_401_that_never_shows_the_token(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,10 @@ def registration_flags(parser: argparse.ArgumentParser) -> None:
                        "service namespace (repeatable)")
 
 
-def add_commands(commands: Any, service_flags: Any) -> None:
+def add_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    service_flags: Callable[[argparse.ArgumentParser], None],
+) -> None:
     """Add ``can-i``, ``register`` and ``unregister`` to the ``webhook`` sub-command parser."""
     can_i = commands.add_parser(
         "can-i", help="check a permission with SelfSubjectAccessReview, like kubectl auth can-i",
