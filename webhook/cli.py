@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import __version__
 from webhook.certs import ca_bundle_base64, ensure_certificates
+from webhook.kube import commands as kube_commands
+from webhook.kube.config import ConfigError
 from webhook.logs import configure_logging
 from webhook.policy.model import PolicyError
 from webhook.settings import DEFAULT_SERVICE, MIB, ServeSettings
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON lines for log pipelines, or text for people (default: %(default)s)")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (costs about a fifth of throughput)")
+    kube_commands.serve_flags(serve)
 
     certs = commands.add_parser(
         "certs", help="create or renew the CA and serving certificate",
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _service_flags(certs)
     certs.add_argument("--print-ca-bundle", action="store_true",
                        help="print the base64 caBundle for a webhook configuration, and nothing else")
+    kube_commands.add_commands(commands, _service_flags)
     return parser
 
 
@@ -111,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "certs":
             return _certs(args)
-    except PolicyError as exc:
+        if args.command in ("can-i", "register", "unregister"):
+            return kube_commands.run(args, os.environ)
+    except (PolicyError, ConfigError) as exc:
         print(f"webhook: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -138,9 +145,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_format=args.log_format,
         access_log=args.access_log,
+        **kube_commands.serve_cluster(args, os.environ),
     )
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 def _certs(args: argparse.Namespace) -> int:

@@ -53,3 +53,5 @@ def configure_logging(level: str, fmt: str = "json") -> None:
         root.addHandler(handler)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.setLevel(level.upper())
+    # httpx logs every API call at INFO; webhook.kube logs what the calls meant instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from webhook.kube.config import ClusterConfig
+    from webhook.kube.registration import RegistrationOptions
 
 DEFAULT_SERVICE = "admission-webhook"
 MIB = 1024 * 1024
@@ -30,6 +35,13 @@ class ServeSettings:
     log_level: str = "info"
     log_format: str = "json"
     access_log: bool = False
+    # The cluster, when serve talks to it (--kubeconfig, --register, or in a pod); None: never.
+    cluster: ClusterConfig | None = None
+    # What --register keeps in sync; None without --register.
+    registration: RegistrationOptions | None = None
+    require_permissions: bool = False
+    permission_check_interval: float = 300.0
+    request_timeout: float = 10.0
 
     @property
     def service_host(self) -> str:

@@ -24,6 +24,7 @@ from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
 from webhook.certs import CertFiles, read_certificate
+from webhook.kube.monitor import ClusterMonitor
 from webhook.policy.model import Policy, load_policy
 from webhook.server.lifecycle import Lifecycle
 from webhook.server.telemetry import Telemetry
@@ -63,11 +64,15 @@ class ServerState:
     lifecycle: Lifecycle
     files: CertFiles
     telemetry: Telemetry
+    # Permission checks and caBundle sync in the background; None when serve has no cluster.
+    # A certificate reload calls ``cluster.request_sync()`` to publish a new CA at once.
+    cluster: ClusterMonitor | None = None
 
     @classmethod
     def load(cls, settings: ServeSettings, lifecycle: Lifecycle, telemetry: Telemetry) -> ServerState:
         files = CertFiles(settings.cert_dir)
-        state = cls(load_policy(settings.policy), _not_after(files), lifecycle, files, telemetry)
+        state = cls(load_policy(settings.policy), _not_after(files), lifecycle, files, telemetry,
+                    cluster=_cluster_monitor(settings, files))
         telemetry.policy_loaded(state.policy)
         if state.certificate_not_after is not None:
             telemetry.certificate_expiry.set(state.certificate_not_after.timestamp())
@@ -195,12 +200,25 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
         "certificate": {"ready": cert_ok, "notAfter": rfc3339(not_after)},
         "shutdown": {"ready": since is None, "drainingSince": rfc3339(since)},
     }
+    # Reported, never a gate: an API server that is down must not take admission down with it.
+    checks["kubernetes"] = state.cluster.readiness() if state.cluster else {"ready": True, "enabled": False}
     ready = cert_ok and since is None
     return ready, {"ready": ready, "checks": checks}
 
 
 def rfc3339(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _cluster_monitor(settings: ServeSettings, files: CertFiles) -> ClusterMonitor | None:
+    if settings.cluster is None:
+        return None
+    monitor = ClusterMonitor(
+        settings.cluster, interval=settings.permission_check_interval, timeout=settings.request_timeout,
+        registration=settings.registration, ca_file=files.ca_crt,
+    )
+    monitor.start()
+    return monitor
 
 
 def _not_after(files: CertFiles) -> dt.datetime | None:

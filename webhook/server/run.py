@@ -15,6 +15,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from webhook import __version__
 from webhook.certs import CertFiles, ensure_certificates
+from webhook.kube.monitor import connect_at_start
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
 from webhook.server.app import ServerState, create_app, create_probe_app
@@ -94,17 +95,27 @@ async def _unused(scope: object, receive: object, send: object) -> None:
     """A placeholder app for configs that only bind sockets."""
 
 
-def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM (drain, then exit 0) or SIGINT. A bad policy raises PolicyError before anything binds."""
+def serve(settings: ServeSettings) -> int:
+    """Run until SIGTERM (drain, then exit 0) or SIGINT. A bad policy raises PolicyError before anything binds.
+
+    Returns 1 without serving when --require-permissions finds a permission missing. The
+    configurations are never deleted on the way out: with several replicas, that would
+    switch admission off for all of them.
+    """
     policy = load_policy(settings.policy)
-    prepare_certificates(settings)
+    files = prepare_certificates(settings)
+    if settings.cluster is not None and not connect_at_start(
+        settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
+        registration=settings.registration, ca_file=files.ca_crt,
+    ):
+        return 1
     log.info(
         "admission-webhook %s serving https://%s:%d (workers=%d), policy %s sha256:%s",
         __version__, settings.host, settings.port, settings.workers, policy.source, policy.sha256[:12],
     )
     if settings.workers == 1:
         run_worker(settings)
-        return
+        return 0
     with tempfile.TemporaryDirectory(prefix="webhook-metrics-") as metrics_dir:
         # Spawned workers inherit this before they import prometheus_client.
         os.environ[MULTIPROCESS_ENV] = metrics_dir
@@ -119,3 +130,4 @@ def serve(settings: ServeSettings) -> None:
             listeners.https.close()
             if listeners.probe:
                 listeners.probe.close()
+    return 0

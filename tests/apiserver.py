@@ -1,0 +1,523 @@
+"""An HTTPS stand-in for kube-apiserver, for the endpoints the webhook uses.
+
+It runs on loopback in a thread of the test process, over real TLS (a serving certificate
+made by our own ``webhook.certs``), and behaves as the real server does where we depend on it:
+
+- authentication: bearer tokens and client certificates (CN is the user, O the groups);
+  an unknown token or no credentials at all get 401 with a ``Status`` body;
+- authorization: a small rule table per user answers SelfSubjectAccessReview with real
+  ``allowed``/``denied``/``reason`` fields, and guards every other call with the same table
+  (403 with the real message naming the user, verb, resource and scope);
+- validating and mutating webhook configurations: GET, list, POST, PUT, PATCH (server-side
+  apply) and DELETE, with defaulting, the validation we rely on, ``resourceVersion``, 409
+  Conflict/AlreadyExists and 404 NotFound, each with a real ``Status`` body.
+
+The product reaches it only through a kubeconfig file or in-cluster files written by the
+test. ``requests`` records what was asked and answered; ``interceptors`` let a test play a
+concurrent writer or an overloaded server without touching the product.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import ssl
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook.certs import ensure_certificates
+
+GROUP = "admissionregistration.k8s.io"
+KINDS = {"validatingwebhookconfigurations": "ValidatingWebhookConfiguration",
+         "mutatingwebhookconfigurations": "MutatingWebhookConfiguration"}
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+CONFIG_PATH = re.compile(rf"^/apis/{re.escape(GROUP)}/v1/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+Reply = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    verbs: tuple[str, ...]
+    resources: tuple[str, ...]  # "pods", "pods/ephemeralcontainers", "*"
+    groups: tuple[str, ...] = ("*",)
+    namespaces: tuple[str, ...] | None = None  # None: a ClusterRoleBinding; else RoleBindings there
+    names: tuple[str, ...] = ()  # resourceNames
+    binding: str = "webhook"
+    deny: str = ""  # a deny from a webhook authorizer, with this reason
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    user: str
+    status: int
+    authorization: str  # the credential presented, so tests can see which token was used
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    user: str = ""
+    groups: tuple[str, ...] = ()
+
+
+def write_kubeconfig(
+    path: Path, server: str, user: dict[str, Any], *, ca_file: Path | None = None, namespace: str | None = None,
+    context: str = "stand-in", cluster: dict[str, Any] | None = None,
+) -> Path:
+    """A kubeconfig as kubectl writes one: one cluster, one user, one context, made current."""
+    cluster_body: dict[str, Any] = {"server": server, **(cluster or {})}
+    if ca_file is not None:
+        cluster_body["certificate-authority"] = str(ca_file)
+    context_body = {"cluster": "stand-in", "user": "tester", **({"namespace": namespace} if namespace else {})}
+    document = {"apiVersion": "v1", "kind": "Config", "current-context": context,
+                "clusters": [{"name": "stand-in", "cluster": cluster_body}],
+                "users": [{"name": "tester", "user": user}],
+                "contexts": [{"name": context, "context": context_body}]}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> Reply:
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return code, body
+
+
+@dataclass
+class ApiServer:
+    directory: Path
+    tokens: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    rules: dict[str, list[Rule]] = field(default_factory=dict)
+    objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {p: {} for p in KINDS})
+    requests: list[Seen] = field(default_factory=list)
+    interceptors: list[Callable[[Request], Reply | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        self._version = 1000
+        ensure_certificates(self.directory / "serving", "kubernetes", "default")
+        self.ca_file = self.directory / "serving" / "ca.crt"
+        self.client_ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.client_ca = _certificate("stand-in client CA", self.client_ca_key, None, ca=True)
+        self.client_ca_file = self.directory / "client-ca.crt"
+        self.client_ca_file.write_bytes(self.client_ca.public_bytes(serialization.Encoding.PEM))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.directory / "serving" / "tls.crt", self.directory / "serving" / "tls.key")
+        context.load_verify_locations(self.client_ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        self.httpd = _TLSServer(("127.0.0.1", 0), _Handler, context, self)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="apiserver", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def add_user(self, name: str, token: str | None = None, *rules: Rule, groups: tuple[str, ...] = ()) -> None:
+        with self.lock:
+            if token:
+                self.tokens[token] = (name, groups)
+            self.rules.setdefault(name, []).extend(rules)
+
+    def client_certificate(self, name: str, groups: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+        """A client certificate and key (PEM) for ``name``, as a cluster CA would sign them."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(name, key, (self.client_ca, self.client_ca_key), organizations=groups)
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+    def seen(self, method: str | None = None) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.requests if method is None or s.method == method]
+
+    def writes(self) -> list[Seen]:
+        return [s for s in self.seen() if s.method in ("POST", "PUT", "PATCH", "DELETE") and s.path != SSAR]
+
+    def stored(self, plural: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.objects[plural].get(name)
+            return copy.deepcopy(found) if found else None
+
+    # --- request handling -------------------------------------------------------------
+
+    def handle(self, request: Request, peer: dict[str, Any] | None) -> Reply:
+        with self.lock:
+            reply = self._authenticate(request, peer) or self._intercept(request) or self._route(request)
+            self.requests.append(Seen(request.method, request.path, request.user, reply[0],
+                                      request.headers.get("authorization", "")))
+            return reply
+
+    def _authenticate(self, request: Request, peer: dict[str, Any] | None) -> Reply | None:
+        header = request.headers.get("authorization", "")
+        if header.startswith("Bearer "):
+            known = self.tokens.get(header.removeprefix("Bearer "))
+            if known:
+                request.user, request.groups = known
+                return None
+        elif peer:
+            subject = dict(pair[0] for pair in peer.get("subject", ()))
+            request.user = subject.get("commonName", "")
+            request.groups = tuple(v for pair in peer["subject"] for k, v in pair if k == "organizationName")
+            return None
+        return status(401, "Unauthorized", "Unauthorized")
+
+    def _intercept(self, request: Request) -> Reply | None:
+        for interceptor in list(self.interceptors):
+            reply = interceptor(request)
+            if reply is not None:
+                return reply
+        return None
+
+    def _route(self, request: Request) -> Reply:
+        if request.path == SSAR and request.method == "POST":
+            return self._access_review(request)
+        match = CONFIG_PATH.match(request.path)
+        if not match or match["plural"] not in KINDS:
+            return status(404, "NotFound", "the server could not find the requested resource")
+        plural, name = match["plural"], match["name"] or ""
+        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete"}.get(request.method)
+        if verb is None or (verb in ("create",) and name) or (verb in ("update", "patch", "delete") and not name):
+            return status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        refused = self._forbidden(request, verb, plural, name)
+        if refused:
+            return refused
+        store = self.objects[plural]
+        if verb == "list":
+            return 200, {"kind": KINDS[plural] + "List", "apiVersion": f"{GROUP}/v1",
+                         "metadata": {"resourceVersion": str(self._version)}, "items": list(store.values())}
+        if verb == "create":
+            return self._create(plural, _json(request.body))
+        if name not in store and not (verb == "patch" and _is_apply(request)):
+            return status(404, "NotFound", f'{plural}.{GROUP} "{name}" not found',
+                          {"name": name, "group": GROUP, "kind": plural})
+        if verb == "get":
+            return 200, store[name]
+        if verb == "delete":
+            gone = store.pop(name)
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                         "details": {"name": name, "group": GROUP, "kind": plural, "uid": gone["metadata"]["uid"]}}
+        if verb == "update":
+            return self._update(plural, name, _json(request.body), require_version=True)
+        return self._apply(request, plural, name)
+
+    def _access_review(self, request: Request) -> Reply:
+        review = _json(request.body)
+        spec = review.get("spec") or {}
+        attributes = spec.get("resourceAttributes")
+        if attributes is None:
+            path = (spec.get("nonResourceAttributes") or {}).get("path", "")
+            allowed, denied, reason = False, False, f"no rule for the non-resource URL {path}"
+        else:
+            allowed, denied, reason = self.authorize(request.user, attributes)
+        review["status"] = {"allowed": allowed}
+        if denied:
+            review["status"]["denied"] = True
+        if reason:
+            review["status"]["reason"] = reason
+        review.setdefault("metadata", {})["creationTimestamp"] = None
+        return 201, review
+
+    def authorize(self, user: str, a: dict[str, Any]) -> tuple[bool, bool, str]:
+        """Denies first (a webhook authorizer), then RBAC-like allows; no opinion means no."""
+        resource = a.get("resource", "") + (f"/{a['subresource']}" if a.get("subresource") else "")
+        namespace, name = a.get("namespace", ""), a.get("name", "")
+        matching = [r for r in self.rules.get(user, [])
+                    if (a.get("verb") in r.verbs or "*" in r.verbs)
+                    and (a.get("group", "") in r.groups or "*" in r.groups)
+                    and (resource in r.resources or "*" in r.resources)
+                    and (r.namespaces is None or namespace in r.namespaces)
+                    and (not r.names or name in r.names)]
+        for rule in matching:
+            if rule.deny:
+                return False, True, rule.deny
+        for rule in matching:
+            if rule.namespaces is None:
+                how = f'ClusterRoleBinding "{rule.binding}" of ClusterRole "{rule.binding}"'
+            else:
+                how = f'RoleBinding "{rule.binding}/{namespace}" of Role "{rule.binding}"'
+            return True, False, f'RBAC: allowed by {how} to User "{user}"'
+        return False, False, ""
+
+    def _forbidden(self, request: Request, verb: str, plural: str, name: str) -> Reply | None:
+        if self.authorize(request.user, {"verb": verb, "group": GROUP, "resource": plural, "name": name})[0]:
+            return None
+        target = f'{plural}.{GROUP} "{name}"' if name else f"{plural}.{GROUP}"
+        return status(403, "Forbidden", f'{target} is forbidden: User "{request.user}" cannot {verb} resource '
+                      f'"{plural}" in API group "{GROUP}" at the cluster scope',
+                      {"name": name, "group": GROUP, "kind": plural} if name else {"group": GROUP, "kind": plural})
+
+    def _create(self, plural: str, body: dict[str, Any]) -> Reply:
+        name = (body.get("metadata") or {}).get("name", "")
+        problem = self._invalid(plural, body)
+        if problem:
+            return problem
+        if name in self.objects[plural]:
+            return status(409, "AlreadyExists", f'{plural}.{GROUP} "{name}" already exists',
+                          {"name": name, "group": GROUP, "kind": plural})
+        stored = _defaulted(plural, body)
+        stored["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=self._next_version(), generation=1,
+                                  creationTimestamp=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.objects[plural][name] = stored
+        return 201, stored
+
+    def _update(self, plural: str, name: str, body: dict[str, Any], *, require_version: bool) -> Reply:
+        current = self.objects[plural][name]
+        metadata = body.get("metadata") or {}
+        if metadata.get("name") != name:
+            return status(400, "BadRequest", f"the name of the object ({metadata.get('name')}) does not match "
+                          f"the name on the URL ({name})")
+        version = metadata.get("resourceVersion")
+        if require_version and not version:
+            return self._invalid_reply(plural, name, "metadata.resourceVersion",
+                                       "Invalid value: 0x0: must be specified for an update")
+        if version and version != current["metadata"]["resourceVersion"]:
+            return status(409, "Conflict", f'Operation cannot be fulfilled on {plural}.{GROUP} "{name}": the object '
+                          "has been modified; please apply your changes to the latest version and try again",
+                          {"name": name, "group": GROUP, "kind": plural})
+        problem = self._invalid(plural, body)
+        if problem:
+            return problem
+        updated = _defaulted(plural, body)
+        for key in ("uid", "creationTimestamp", "generation", "resourceVersion"):
+            updated["metadata"][key] = current["metadata"][key]
+        if updated == current:  # a no-op update writes nothing, so resourceVersion stays
+            return 200, current
+        if updated.get("webhooks") != current.get("webhooks"):
+            updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
+        updated["metadata"]["resourceVersion"] = self._next_version()
+        self.objects[plural][name] = updated
+        return 200, updated
+
+    def _apply(self, request: Request, plural: str, name: str) -> Reply:
+        if not _is_apply(request):
+            return status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                          "media types include: application/json-patch+json, application/merge-patch+json, "
+                          "application/apply-patch+yaml")
+        if not request.query.get("fieldManager"):
+            return self._invalid_reply(plural, name, "fieldManager", "Required value: is required for apply patch")
+        applied = yaml.safe_load(request.body) or {}
+        current = self.objects[plural].get(name)
+        if current is None:
+            refused = self._forbidden(request, "create", plural, name)
+            return refused or self._create(plural, applied)
+        merged = copy.deepcopy(current)
+        for key in ("labels", "annotations"):
+            if key in (applied.get("metadata") or {}):
+                merged["metadata"][key] = {**merged["metadata"].get(key, {}), **applied["metadata"][key]}
+        if "resourceVersion" in (applied.get("metadata") or {}):
+            merged["metadata"]["resourceVersion"] = applied["metadata"]["resourceVersion"]
+        before = {w["name"]: w for w in current.get("webhooks", [])}
+        merged["webhooks"] = [_deep_merge(copy.deepcopy(before.get(w.get("name"), {})), w)
+                              for w in applied.get("webhooks", [])]
+        return self._update(plural, name, merged, require_version=False)
+
+    def _invalid(self, plural: str, body: dict[str, Any]) -> Reply | None:
+        name = (body.get("metadata") or {}).get("name", "")
+        if body.get("kind") != KINDS[plural] or body.get("apiVersion") != f"{GROUP}/v1":
+            return status(400, "BadRequest", f"the object is a {body.get('kind')} of {body.get('apiVersion')}, "
+                          f"not a {KINDS[plural]} of {GROUP}/v1")
+        if not name:
+            return self._invalid_reply(plural, name, "metadata.name",
+                                       "Required value: name or generateName is required")
+        names: set[str] = set()
+        for index, hook in enumerate(body.get("webhooks") or []):
+            at = f"webhooks[{index}]"
+            hook_name = hook.get("name", "")
+            if len(hook_name.split(".")) < 3 or not all(DNS_LABEL.match(p) for p in hook_name.split(".")):
+                return self._invalid_reply(plural, name, f"{at}.name", f'Invalid value: "{hook_name}": should be '
+                                           "a domain with at least three segments separated by dots")
+            if hook_name in names:
+                return self._invalid_reply(plural, name, f"{at}.name", f'Duplicate value: "{hook_name}"')
+            names.add(hook_name)
+            client = hook.get("clientConfig") or {}
+            if ("url" in client) == ("service" in client):
+                return self._invalid_reply(plural, name, f"{at}.clientConfig",
+                                           "Required value: exactly one of url or service is required")
+            path = (client.get("service") or {}).get("path", "/")
+            if any(not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", s) for s in path.split("/")[1:] if path != "/"):
+                return self._invalid_reply(plural, name, f"{at}.clientConfig.service.path",
+                                           f'Invalid value: "{path}": segment must be a DNS subdomain')
+            if hook.get("sideEffects") not in ("None", "NoneOnDryRun"):
+                return self._invalid_reply(plural, name, f"{at}.sideEffects",
+                                           'Unsupported value: must be one of "None", "NoneOnDryRun"')
+            versions = hook.get("admissionReviewVersions") or []
+            if not {"v1", "v1beta1"} & set(versions):
+                return self._invalid_reply(plural, name, f"{at}.admissionReviewVersions",
+                                           "Required value: must include at least one of v1, v1beta1")
+            if not 1 <= hook.get("timeoutSeconds", 10) <= 30:
+                return self._invalid_reply(plural, name, f"{at}.timeoutSeconds",
+                                           "Invalid value: the timeout value must be between 1 and 30 seconds")
+        return None
+
+    def _invalid_reply(self, plural: str, name: str, path: str, problem: str) -> Reply:
+        return status(422, "Invalid", f'{KINDS[plural]}.{GROUP} "{name}" is invalid: {path}: {problem}',
+                      {"name": name, "group": GROUP, "kind": KINDS[plural],
+                       "causes": [{"reason": "FieldValueInvalid", "message": problem, "field": path}]})
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+
+def _defaulted(plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What the API server stores: the object with its defaults filled in."""
+    stored = copy.deepcopy(body)
+    stored["metadata"] = {k: v for k, v in (stored.get("metadata") or {}).items()
+                          if k in ("name", "labels", "annotations", "resourceVersion", "uid",
+                                   "creationTimestamp", "generation")}
+    for hook in stored.get("webhooks") or []:
+        hook.setdefault("failurePolicy", "Fail")
+        hook.setdefault("matchPolicy", "Equivalent")
+        hook.setdefault("namespaceSelector", {})
+        hook.setdefault("objectSelector", {})
+        hook.setdefault("timeoutSeconds", 10)
+        if plural == "mutatingwebhookconfigurations":
+            hook.setdefault("reinvocationPolicy", "Never")
+        for rule in hook.get("rules") or []:
+            rule.setdefault("scope", "*")
+        service = (hook.get("clientConfig") or {}).get("service")
+        if service is not None:
+            service.setdefault("port", 443)
+    return stored
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    for key, value in top.items():
+        base[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else copy.deepcopy(value)
+    return base
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _is_apply(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip() == "application/apply-patch+yaml"
+
+
+def _certificate(
+    common_name: str, key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *, ca: bool = False,
+    organizations: tuple[str, ...] = (),
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                         *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations)])
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer[0].subject if issuer else subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+class _TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext, api: ApiServer) -> None:
+        super().__init__(address, handler)
+        self.context = context
+        self.api = api
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handshake in the connection's own thread, so one slow client never stalls accept()."""
+        request.settimeout(10)
+        try:
+            connection = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        try:
+            self.RequestHandlerClass(connection, client_address, self)
+        finally:
+            connection.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    server: _TLSServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        request = Request(self.command, parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
+                          {k.lower(): v for k, v in self.headers.items()}, body)
+        code, document = self.server.api.handle(request, self.connection.getpeercert())
+        payload = json.dumps({k: v for k, v in document.items() if k != "_headers"}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (document.get("_headers") or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+# Everything the webhook's features need, as one ClusterRole would grant it.
+WEBHOOK_RULES = (
+    Rule(("get", "create", "update", "patch", "delete", "list"),
+         ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), (GROUP,), binding="admission-webhook"),
+    Rule(("list", "watch"), ("pods", "podtemplates", "replicationcontrollers"), ("",), binding="admission-webhook"),
+    Rule(("list", "watch"), ("deployments", "replicasets", "statefulsets", "daemonsets"), ("apps",),
+         binding="admission-webhook"),
+    Rule(("list", "watch"), ("jobs", "cronjobs"), ("batch",), binding="admission-webhook"),
+)
+
+
+def without(rules: tuple[Rule, ...], verb: str, resource: str) -> tuple[Rule, ...]:
+    """``rules`` less one verb on one resource: the shape of a ClusterRole with one line missing."""
+    result = []
+    for rule in rules:
+        if resource in rule.resources and verb in rule.verbs:
+            others = tuple(r for r in rule.resources if r != resource)
+            if others:
+                result.append(Rule(rule.verbs, others, rule.groups, rule.namespaces, rule.names, rule.binding))
+            rest = tuple(v for v in rule.verbs if v != verb)
+            if rest:
+                result.append(Rule(rest, (resource,), rule.groups, rule.namespaces, rule.names, rule.binding))
+        else:
+            result.append(rule)
+    return tuple(result)

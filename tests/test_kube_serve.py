@@ -1,0 +1,145 @@
+"""`serve` with cluster access: registration at start, background checks, /readyz, and never a gate.
+
+The server runs as a real process (``start_server`` from conftest) and reaches the stand-in
+API server through a kubeconfig file.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.apiserver import WEBHOOK_RULES, ApiServer, without, write_kubeconfig
+from tests.conftest import REPO, ServerProcess
+from webhook.certs import ensure_certificates
+
+VALIDATING = "validatingwebhookconfigurations"
+MUTATING = "mutatingwebhookconfigurations"
+
+
+@pytest.fixture
+def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
+    server = ApiServer(tmp_path / "apiserver")
+    yield server
+    server.stop()
+
+
+def kubeconfig(apiserver: ApiServer, tmp_path: Path, token: str, server: str | None = None) -> Path:
+    return write_kubeconfig(tmp_path / "kubeconfig", server or apiserver.url, {"token": token},
+                            ca_file=apiserver.ca_file)
+
+
+def readyz(server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    client = server.client(timeout=5)
+    try:
+        reply = client.request("GET", "/readyz")
+        return reply.status_code, reply.json()
+    finally:
+        client.close()
+
+
+def eventually(probe: Callable[[], Any], timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def ca_bundle(apiserver: ApiServer, plural: str) -> bytes | None:
+    stored = apiserver.stored(plural, "admission-webhook")
+    return base64.b64decode(stored["webhooks"][0]["clientConfig"]["caBundle"]) if stored else None
+
+
+def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
+    apiserver: ApiServer, tmp_path: Path, start_server: Any
+) -> None:
+    apiserver.add_user("hook", "hook-token", *WEBHOOK_RULES)
+    cert_dir = tmp_path / "certs"
+    with start_server("--kubeconfig", str(kubeconfig(apiserver, tmp_path, "hook-token")), "--register",
+                      "--permission-check-interval", "0.3", cert_dir=cert_dir) as server:
+        # registered before the port opened, with the CA the server was started with
+        assert ca_bundle(apiserver, VALIDATING) == (cert_dir / "ca.crt").read_bytes()
+        assert ca_bundle(apiserver, MUTATING) == (cert_dir / "ca.crt").read_bytes()
+        code, report = eventually(lambda: (r := readyz(server))[1]["checks"]["kubernetes"].get("checkedAt") and r)
+        assert code == 200
+        cluster = report["checks"]["kubernetes"]
+        assert cluster["ready"] is True and cluster["enabled"] is True
+        assert cluster["state"] == "ok"
+        assert cluster["permissions"] == {"checked": 26, "missing": []}
+        assert cluster["registration"] == {"ValidatingWebhookConfiguration": "unchanged",
+                                           "MutatingWebhookConfiguration": "unchanged"}
+
+        # stage 1 of a CA rotation: ca.crt becomes old + new, and the caBundle must follow
+        new_ca = tmp_path / "new-ca"
+        ensure_certificates(new_ca, "admission-webhook", "admission-webhook")
+        bundle = (cert_dir / "ca.crt").read_bytes() + (new_ca / "ca.crt").read_bytes()
+        (cert_dir / "ca.crt").write_bytes(bundle)
+        assert eventually(lambda: ca_bundle(apiserver, VALIDATING) == bundle == ca_bundle(apiserver, MUTATING))
+        assert "registration: validatingwebhookconfigurations.admissionregistration.k8s.io/admission-webhook " \
+               "updated" in server.logs()
+    assert apiserver.stored(VALIDATING, "admission-webhook") is not None
+    assert apiserver.stored(MUTATING, "admission-webhook") is not None
+    assert not apiserver.seen("DELETE")
+
+
+def test_a_missing_permission_is_logged_and_reported_but_the_server_stays_ready(
+    apiserver: ApiServer, tmp_path: Path, start_server: Any
+) -> None:
+    apiserver.add_user("hook", "hook-token", *without(WEBHOOK_RULES, "watch", "pods"))
+    path = kubeconfig(apiserver, tmp_path, "hook-token")
+    with start_server("--kubeconfig", str(path), "--permission-check-interval", "0.3") as server:
+        code, report = eventually(lambda: (r := readyz(server))[1]["checks"]["kubernetes"].get("checkedAt") and r)
+        assert code == 200 and report["ready"] is True
+        assert report["checks"]["kubernetes"]["state"] == "missing-permissions"
+        assert report["checks"]["kubernetes"]["permissions"]["missing"] == [
+            {"verb": "watch", "resource": "pods", "namespace": "*"}]
+        line = f"missing permission: user 'tester' of context 'stand-in' in {path} cannot watch pods cluster-wide"
+        assert eventually(lambda: server.logs().count(line) >= 2)  # at start, and again at each re-check
+        assert "cannot list pods" not in server.logs()
+    assert apiserver.writes() == []  # without --register, nothing is written
+
+
+def test_an_api_server_that_is_down_does_not_make_the_server_unready(
+    apiserver: ApiServer, tmp_path: Path, start_server: Any
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    path = kubeconfig(apiserver, tmp_path, "t", server=url)
+    with start_server("--kubeconfig", str(path), "--register", "--request-timeout", "0.2") as server:
+        code, report = eventually(lambda: (r := readyz(server))[1]["checks"]["kubernetes"].get("checkedAt") and r)
+        assert code == 200 and report["ready"] is True
+        cluster = report["checks"]["kubernetes"]
+        assert cluster["state"] == "error"
+        assert cluster["error"].startswith(f"cannot reach the Kubernetes API at {url}")
+        assert "serving anyway, and trying again in the background" in server.logs()
+
+
+def test_require_permissions_refuses_to_start_without_them(apiserver: ApiServer, tmp_path: Path) -> None:
+    apiserver.add_user("hook", "hook-token", *without(WEBHOOK_RULES, "update", VALIDATING))
+    path = kubeconfig(apiserver, tmp_path, "hook-token")
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--kubeconfig", str(path), "--register", "--require-permissions",
+         "--cert-dir", str(tmp_path / "certs"), "--port", "1"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot update {VALIDATING}.admissionregistration.k8s.io cluster-wide" in result.stdout + result.stderr
+    assert "not starting: 1 permission(s) missing and --require-permissions is set" in result.stdout + result.stderr
+    assert apiserver.writes() == []
+
+
+def test_without_cluster_flags_serve_never_talks_to_a_cluster(default_server: ServerProcess) -> None:
+    code, report = readyz(default_server)
+    assert code == 200
+    assert report["checks"]["kubernetes"] == {"ready": True, "enabled": False}

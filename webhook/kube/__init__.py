@@ -1,0 +1,1 @@
+"""Talking to the Kubernetes API: configuration, the HTTP client, permission checks, registration."""
