@@ -127,11 +127,12 @@ def test_can_i_list_shows_every_needed_permission_and_the_one_missing(
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["VERB", "RESOURCE", "NAMESPACE", "ALLOWED", "REASON"]
     rows = [line.split(None, 4) for line in lines[1:-2]]
-    assert len(rows) == 8 + 18  # 4 verbs x 2 configurations; list and watch x 9 kinds
+    assert len(rows) == 8 + 6 + 18  # register: 4 verbs x 2; sync: 3 named verbs x 2; audit: list, watch x 9
     denied = [row[:4] for row in rows if row[3] == "no"]
-    assert denied == [["patch", f"{MUTATING}.{GROUP}", "*", "no"]]
+    assert denied == [["patch", f"{MUTATING}.{GROUP}", "*", "no"],
+                      ["patch", f"{MUTATING}.{GROUP}/admission-webhook", "*", "no"]]
     assert next(r[:4] for r in rows if r[:2] == ["watch", "cronjobs.batch"]) == ["watch", "cronjobs.batch", "*", "yes"]
-    assert lines[-1] == "1 of 26 permissions missing"
+    assert lines[-1] == "2 of 32 permissions missing"
 
 
 def test_can_i_list_all_granted_exits_0(admin: dict[str, str]) -> None:
@@ -231,8 +232,10 @@ def test_register_without_permission_stops_before_writing_anything(
         f"{tmp_path / 'kubeconfig'} is missing 1 permission(s), so nothing was changed:\n"
         f"  - create {MUTATING}.{GROUP} cluster-wide\n"
     )
-    assert apiserver.writes() == []
-    assert {s.path for s in apiserver.seen()} == {"/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"}
+    assert apiserver.writes() == []  # it read both configurations, then asked, and wrote nothing
+    assert {s.method for s in apiserver.seen()} <= {"GET", "POST"}
+    assert {s.path for s in apiserver.seen() if s.method == "POST"} == {
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"}
 
 
 def test_register_dry_run_prints_yaml_and_touches_nothing(
@@ -389,3 +392,34 @@ def test_help_of_the_cluster_commands(home: Path) -> None:
         assert "--kubeconfig FILE" in result.stdout and "exit status" in result.stdout
     serve = webhook("serve", "--help", env=environment(home)).stdout
     assert "--register" in serve and "--permission-check-interval SECONDS" in serve
+
+
+def test_register_mutates_the_custom_resources_the_policy_defaults(
+    apiserver: ApiServer, admin: dict[str, str], pki: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "images: {allow: [registry.k8s.io]}\n"
+        "defaults:\n"
+        "  - {group: example.sealyun.com, versions: [v1alpha1], kinds: [Project], set: {spec: {replicas: 1}}}\n"
+        "  - {group: ops.acme.io, versions: ['*'], kinds: [Policy, Box], set: {spec: {paused: false}}}\n"
+        "  - {group: '', versions: [v1], kinds: [Pod], set: {metadata: {labels: {team: none}}}}\n"
+    )
+    result = cli("register", "--dry-run", "--cert-dir", str(pki), "--policy", str(policy), env=admin)
+    assert result.returncode == 0, result.stderr
+    validating, mutating = yaml.safe_load_all(result.stdout)
+    rules = {(r["apiGroups"][0], tuple(r["apiVersions"]), tuple(r["resources"]))
+             for r in mutating["webhooks"][0]["rules"]}
+    assert ("example.sealyun.com", ("v1alpha1",), ("projects",)) in rules
+    assert ("ops.acme.io", ("*",), ("boxes", "policies")) in rules
+    assert not [r for r in rules if r[0] == "" and "pods" in r[2] and len(r[2]) == 1]  # pods are covered already
+    assert all(r["apiGroups"] != ["ops.acme.io"] for r in validating["webhooks"][0]["rules"])
+    assert apiserver.seen() == []
+
+
+def test_register_names_a_bad_policy(admin: dict[str, str], pki: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("images: {allow: ['*']}\n")
+    result = cli("register", "--dry-run", "--cert-dir", str(pki), "--policy", str(policy), env=admin)
+    assert result.returncode == 2
+    assert f"policy file {policy}: images.allow[0]" in result.stderr

@@ -15,12 +15,16 @@ import pytest
 from tests.apiserver import _defaulted
 from webhook.kube.apply import contains, overlay
 from webhook.kube.registration import (
+    DEFAULT_CUSTOM_RESOURCES,
     RegistrationError,
     RegistrationOptions,
     RuleTarget,
     build_configurations,
+    plural,
+    policy_targets,
     to_yaml,
 )
+from webhook.policy.model import load_policy
 
 CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -60,7 +64,7 @@ def test_both_configurations_follow_the_rules_and_the_guidance() -> None:
     assert webhook_of(mutating)["failurePolicy"] == "Ignore"
     assert "reinvocationPolicy" not in webhook_of(validating)
     assert webhook_of(mutating)["reinvocationPolicy"] == "IfNeeded"
-    assert ("example.sealyun.com", "v1alpha1", "projects") in resources(webhook_of(mutating))
+    assert ("example.sealyun.com", "*", "projects") in resources(webhook_of(mutating))
     assert not any(group == "example.sealyun.com" for group, _, _ in resources(webhook_of(validating)))
 
 
@@ -130,3 +134,14 @@ def test_switching_to_a_url_replaces_the_service_and_keeps_an_injected_ca() -> N
     result = overlay(existing, desired)
     assert webhook_of(result)["clientConfig"] == {"url": "https://hook.example.com/mutate",
                                                   "caBundle": base64.b64encode(CA).decode()}
+
+
+@pytest.mark.parametrize(("kind", "resource"), [("Project", "projects"), ("Policy", "policies"), ("Box", "boxes"),
+                                                ("Gateway", "gateways"), ("Ingress", "ingresses"),
+                                                ("Patch", "patches")])
+def test_plural_resource_names(kind: str, resource: str) -> None:
+    assert plural(kind) == resource
+
+
+def test_the_embedded_policy_targets_the_example_crd() -> None:
+    assert policy_targets(load_policy(None)) == DEFAULT_CUSTOM_RESOURCES

@@ -75,7 +75,7 @@ def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
         cluster = report["checks"]["kubernetes"]
         assert cluster["ready"] is True and cluster["enabled"] is True
         assert cluster["state"] == "ok"
-        assert cluster["permissions"] == {"checked": 26, "missing": []}
+        assert cluster["permissions"] == {"checked": 6, "missing": []}
         assert cluster["registration"] == {"ValidatingWebhookConfiguration": "unchanged",
                                            "MutatingWebhookConfiguration": "unchanged"}
 
@@ -95,18 +95,30 @@ def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
 def test_a_missing_permission_is_logged_and_reported_but_the_server_stays_ready(
     apiserver: ApiServer, tmp_path: Path, start_server: Any
 ) -> None:
-    apiserver.add_user("hook", "hook-token", *without(WEBHOOK_RULES, "watch", "pods"))
+    apiserver.add_user("hook", "hook-token", *without(WEBHOOK_RULES, "patch", MUTATING))
     path = kubeconfig(apiserver, tmp_path, "hook-token")
-    with start_server("--kubeconfig", str(path), "--permission-check-interval", "0.3") as server:
+    with start_server("--kubeconfig", str(path), "--register", "--permission-check-interval", "0.3") as server:
         code, report = eventually(lambda: (r := readyz(server))[1]["checks"]["kubernetes"].get("checkedAt") and r)
         assert code == 200 and report["ready"] is True
         assert report["checks"]["kubernetes"]["state"] == "missing-permissions"
         assert report["checks"]["kubernetes"]["permissions"]["missing"] == [
-            {"verb": "watch", "resource": "pods", "namespace": "*"}]
-        line = f"missing permission: user 'tester' of context 'stand-in' in {path} cannot watch pods cluster-wide"
+            {"verb": "patch", "resource": f"{MUTATING}.admissionregistration.k8s.io", "namespace": "*"}]
+        line = (f"missing permission: user 'tester' of context 'stand-in' in {path} cannot patch "
+                f"{MUTATING}.admissionregistration.k8s.io admission-webhook cluster-wide")
         assert eventually(lambda: server.logs().count(line) >= 2)  # at start, and again at each re-check
-        assert "cannot list pods" not in server.logs()
-    assert apiserver.writes() == []  # without --register, nothing is written
+        assert "cannot list pods" not in server.logs()  # serve checks only what serve uses
+
+
+def test_without_register_serve_checks_nothing_and_writes_nothing(
+    apiserver: ApiServer, tmp_path: Path, start_server: Any
+) -> None:
+    apiserver.add_user("hook", "hook-token")  # no grants at all
+    path = kubeconfig(apiserver, tmp_path, "hook-token")
+    with start_server("--kubeconfig", str(path), "--permission-check-interval", "0.3") as server:
+        code, report = eventually(lambda: (r := readyz(server))[1]["checks"]["kubernetes"].get("checkedAt") and r)
+        assert code == 200 and report["checks"]["kubernetes"]["state"] == "ok"
+        assert report["checks"]["kubernetes"]["permissions"] == {"checked": 0, "missing": []}
+    assert apiserver.writes() == []
 
 
 def test_an_api_server_that_is_down_does_not_make_the_server_unready(
@@ -134,7 +146,8 @@ def test_require_permissions_refuses_to_start_without_them(apiserver: ApiServer,
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )
     assert result.returncode == 1
-    assert f"cannot update {VALIDATING}.admissionregistration.k8s.io cluster-wide" in result.stdout + result.stderr
+    assert (f"cannot update {VALIDATING}.admissionregistration.k8s.io admission-webhook cluster-wide"
+            in result.stdout + result.stderr)
     assert "not starting: 1 permission(s) missing and --require-permissions is set" in result.stdout + result.stderr
     assert apiserver.writes() == []
 

@@ -123,3 +123,47 @@ def test_cert_manager_owns_the_ca_bundle_alone() -> None:
 
 def test_dev_overlay_runs_one_replica() -> None:
     assert one(render("manifests/overlays/dev"), "Deployment")["spec"]["replicas"] == 1
+
+
+def test_webhook_configurations_are_the_register_builders_output() -> None:
+    """One source of truth: manifests/base/webhooks.yaml is `make manifests` output, unedited."""
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "register", "--dry-run", "--no-ca-bundle",
+         "--policy", "manifests/base/policy.yaml"],
+        capture_output=True, text=True, cwd=REPO, check=True, timeout=60,
+    )
+    committed = (REPO / "manifests/base/webhooks.yaml").read_text()
+    body = "".join(line + "\n" for line in committed.splitlines() if not line.startswith("#"))
+    assert body == result.stdout, "manifests/base/webhooks.yaml is stale: run `make manifests`"
+
+
+def test_webhook_configurations_are_safe(rendered: list[dict[str, Any]]) -> None:
+    service = one(rendered, "Service")
+    namespace = one(rendered, "Namespace")["metadata"]["name"]
+    kinds = {"ValidatingWebhookConfiguration": "/validate", "MutatingWebhookConfiguration": "/mutate"}
+    for kind, path in kinds.items():
+        (hook,) = one(rendered, kind)["webhooks"]
+        excluded = hook["namespaceSelector"]["matchExpressions"]
+        assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": ["kube-system", namespace]} in excluded
+        assert hook["sideEffects"] == "None"
+        assert hook["timeoutSeconds"] <= 10
+        assert hook["admissionReviewVersions"][0] == "v1"
+        assert hook["matchPolicy"] == "Equivalent"
+        assert len(hook["name"].split(".")) >= 3
+        assert "caBundle" not in hook["clientConfig"]  # filled at run time, never committed
+        ref = hook["clientConfig"]["service"]
+        assert (ref["name"], ref["namespace"], ref["path"]) == (service["metadata"]["name"], namespace, path)
+        assert ref["port"] == service["spec"]["ports"][0]["port"]
+    assert one(rendered, "ValidatingWebhookConfiguration")["webhooks"][0]["failurePolicy"] == "Fail"
+    assert one(rendered, "MutatingWebhookConfiguration")["webhooks"][0]["failurePolicy"] == "Ignore"
+
+
+def test_rbac_covers_exactly_what_serve_register_uses(rendered: list[dict[str, Any]]) -> None:
+    from webhook.kube.access import needed_for  # noqa: PLC0415
+
+    (rule,) = one(rendered, "ClusterRole")["rules"]
+    granted = {(verb, resource) for verb in rule["verbs"] for resource in rule["resources"]}
+    needed = {(p.verb, p.resource) for p in needed_for(["sync"])}
+    assert granted == needed
+    assert rule["resourceNames"] == [p.name for p in needed_for(["sync"])][:1]

@@ -191,3 +191,14 @@ def test_a_failing_rule_fails_closed_and_logs_the_uid(caplog: pytest.LogCaptureF
 
     answer = Webhook("mutate", broken, mutating=True).review(request, DEFAULT, NEVER)
     assert answer.allowed and answer.warnings == ("mutation skipped: internal error",) and not answer.patch
+
+
+def test_the_readme_shows_the_real_kubectl_run_denial() -> None:
+    from tests.conftest import REPO  # noqa: PLC0415
+
+    readme = (REPO / "README.md").read_text()
+    shown = readme.split('admission webhook "validate.admission-webhook.sealyun.com" denied the request: ', 1)[1]
+    shown = shown.split("\n", 1)[0]
+    pod = workload("Pod", {"containers": [container("evil", "evil.example.com/x")]}, name="evil", namespace="default")
+    answer = decide(review(pod))
+    assert answer.message == shown

@@ -9,7 +9,7 @@ preflight of ``register`` and the checks of ``serve`` can never disagree.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from webhook.kube.client import KubeClient
@@ -17,6 +17,7 @@ from webhook.kube.client import KubeClient
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
 WEBHOOK_CONFIGURATIONS = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
+DEFAULT_CONFIGURATION = "admission-webhook"  # metadata.name of both, unless --name says otherwise
 
 # Resource → API group, for the names people type without a group (kubectl asks discovery;
 # we know the few our features touch). Anything else needs RESOURCE.GROUP.
@@ -96,6 +97,13 @@ FEATURES: dict[str, Feature] = {
                   for kind in WEBHOOK_CONFIGURATIONS for verb in ("get", "create", "update", "patch")),
         ),
         Feature(
+            # What `serve --register` needs once the configurations exist: read and update them
+            # by name. RBAC can scope these to our names; `create` it could not.
+            "sync", "keep our webhook configurations' caBundle in sync",
+            tuple(Permission(verb, kind, ADMISSION_GROUP, name=DEFAULT_CONFIGURATION)
+                  for kind in WEBHOOK_CONFIGURATIONS for verb in ("get", "update", "patch")),
+        ),
+        Feature(
             "audit", "list and watch what already runs",
             tuple(Permission(verb, resource, group) for group, resource in WORKLOADS for verb in ("list", "watch")),
         ),
@@ -142,11 +150,14 @@ def check_all(client: KubeClient, permissions: Iterable[Permission]) -> list[Acc
     return [check(client, permission) for permission in permissions]
 
 
-def needed_for(features: Sequence[str]) -> list[Permission]:
-    """Every permission the named features need, in table order, without repeats."""
+def needed_for(features: Sequence[str], configuration: str = DEFAULT_CONFIGURATION) -> list[Permission]:
+    """Every permission the named features need, in table order, without repeats; permissions
+    on one named webhook configuration are asked about ``configuration``."""
     seen: dict[Permission, None] = {}
     for name in features:
         for permission in FEATURES[name].permissions:
+            if permission.name:
+                permission = replace(permission, name=configuration)  # noqa: PLW2901
             seen.setdefault(permission, None)
     return list(seen)
 
@@ -163,11 +174,12 @@ def describe(permission: Permission) -> str:
 
 
 def table(results: Sequence[Access]) -> str:
-    """The ``can-i --list`` table: verb, resource, namespace, allowed, reason."""
+    """The ``can-i --list`` table: verb, resource (``/NAME`` for one object), namespace, allowed, reason."""
     rows = [("VERB", "RESOURCE", "NAMESPACE", "ALLOWED", "REASON")]
     for result in results:
         p = result.permission
-        rows.append((p.verb, p.qualified, p.namespace or "*", "yes" if result.allowed else "no", result.reason))
+        resource = f"{p.qualified}/{p.name}" if p.name else p.qualified
+        rows.append((p.verb, resource, p.namespace or "*", "yes" if result.allowed else "no", result.reason))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4]
              for row in rows]

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.kube.access import UNREGISTER, Access, Permission, check_all, describe, missing, needed_for
+from webhook.kube.access import ADMISSION_GROUP, UNREGISTER, Access, Permission, check_all, describe, missing
 from webhook.kube.client import ApiError, KubeClient, KubeError
 from webhook.kube.registration import API_VERSION
 
@@ -54,8 +54,18 @@ def preflight(client: KubeClient, permissions: list[Permission], action: str) ->
 
 
 def register(client: KubeClient, configurations: list[dict[str, Any]]) -> list[Outcome]:
-    preflight(client, needed_for(["register"]), "register the webhooks")
+    """Ask for exactly what this run needs, by name, before writing anything: read both, then
+    update those that exist and create those that do not."""
+    names = [(desired["kind"], desired["metadata"]["name"]) for desired in configurations]
+    preflight(client, [_permission("get", kind, name) for kind, name in names], "register the webhooks")
+    writes = [_permission("update", kind, name) if _get(client, kind, name) is not None
+              else Permission("create", RESOURCES[kind], ADMISSION_GROUP) for kind, name in names]
+    preflight(client, writes, "register the webhooks")
     return [apply_configuration(client, desired) for desired in configurations]
+
+
+def _permission(verb: str, kind: str, name: str) -> Permission:
+    return Permission(verb, RESOURCES[kind], ADMISSION_GROUP, name=name)
 
 
 def unregister(client: KubeClient, name: str) -> list[Outcome]:

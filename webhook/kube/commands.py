@@ -20,12 +20,13 @@ from webhook.kube.config import ClusterConfig, ConfigError, in_cluster, load_con
 from webhook.kube.registration import (
     RegistrationError,
     RegistrationOptions,
-    RuleTarget,
     build_configurations,
     check_options,
+    policy_targets,
     read_ca_bundle,
     to_yaml,
 )
+from webhook.policy.model import PolicyError, load_policy
 from webhook.settings import DEFAULT_SERVICE
 
 EXIT_NO = 1  # can-i said no; register lacks a permission
@@ -112,6 +113,8 @@ def add_commands(
     reg.add_argument("--no-ca-bundle", action="store_true",
                      help="leave caBundle out, for a CA injector or a --url with a public certificate")
     reg.add_argument("--dry-run", action="store_true", help="print the YAML that would be applied; touch nothing")
+    reg.add_argument("--policy", type=Path, metavar="FILE",
+                     help="the policy whose defaults name the custom resources to mutate (default: the embedded one)")
     registration_flags(reg)
     cluster_flags(reg)
 
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if args.command == "register":
             return _register(args, environ)
         return _unregister(args, environ)
-    except (ConfigError, RegistrationError) as exc:
+    except (ConfigError, RegistrationError, PolicyError) as exc:
         return _fail(exc, EXIT_USAGE)
     except PermissionsMissing as exc:
         return _fail(exc, EXIT_NO)
@@ -225,13 +228,8 @@ def _options(args: argparse.Namespace) -> RegistrationOptions:
         mutating_failure_policy=args.mutating_failure_policy,
         timeout_seconds=args.timeout_seconds,
         exclude_namespaces=tuple(args.exclude_namespace),
-        custom_resources=_custom_resources(),
+        custom_resources=policy_targets(load_policy(args.policy)),
     )
-
-
-def _custom_resources() -> tuple[RuleTarget, ...]:
-    # Until the policy's `defaults` section lands, the mutating webhook covers the example CRD.
-    return RegistrationOptions().custom_resources
 
 
 def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> KubeClient:

@@ -14,19 +14,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from webhook.kube.access import FEATURES, Access, check_all, describe, missing, needed_for
+from webhook.kube.access import DEFAULT_CONFIGURATION, Access, check_all, describe, missing, needed_for
 from webhook.kube.apply import Outcome, apply_configuration
 from webhook.kube.client import KubeClient, KubeError
 from webhook.kube.config import ClusterConfig, ConfigError
 from webhook.kube.registration import RegistrationOptions, build_configurations, read_ca_bundle
 
 log = logging.getLogger("webhook.kube")
-FEATURE_NAMES = tuple(FEATURES)
 
 
-def check_permissions(client: KubeClient, *, quiet: bool = False) -> list[Access]:
-    """The checks ``serve`` runs: the same as ``webhook can-i --list``. Logs one line per gap."""
-    results = check_all(client, needed_for(FEATURE_NAMES))
+def check_permissions(
+    client: KubeClient, registration: RegistrationOptions | None, *, quiet: bool = False
+) -> list[Access]:
+    """The checks ``serve`` runs: what serve itself uses (``sync`` with --register), by name,
+    so a least-privilege grant reads as complete. Logs one line per gap."""
+    features = ["sync"] if registration is not None else []
+    results = check_all(client, needed_for(features, registration.name if registration else DEFAULT_CONFIGURATION))
     for result in [] if quiet else missing(results):
         log.warning("missing permission: %s cannot %s%s", client.config.identity, describe(result.permission),
                     f" ({result.reason})" if result.reason else "")
@@ -82,7 +85,7 @@ class ClusterMonitor:
         report: dict[str, Any] = {"server": self.cluster.server, "checkedAt": _now()}
         try:
             with KubeClient(self.cluster, timeout=self.timeout) as client:
-                results = check_permissions(client, quiet=quiet)
+                results = check_permissions(client, self.registration, quiet=quiet)
                 absent = missing(results)
                 report["permissions"] = {
                     "checked": len(results),
@@ -119,7 +122,7 @@ def connect_at_start(
     log.info("Kubernetes API %s (%s)", cluster.server, cluster.source)
     try:
         with KubeClient(cluster, timeout=timeout) as client:
-            absent = missing(check_permissions(client))
+            absent = missing(check_permissions(client, registration))
             if absent and require_permissions:
                 log.error("not starting: %d permission(s) missing and --require-permissions is set", len(absent))
                 return False

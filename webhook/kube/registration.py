@@ -20,6 +20,7 @@ import yaml
 from cryptography import x509
 
 from webhook.kube.config import ConfigError
+from webhook.policy.model import Policy
 from webhook.settings import DEFAULT_SERVICE
 
 API_VERSION = "admissionregistration.k8s.io/v1"
@@ -50,8 +51,8 @@ WORKLOAD_TARGETS = (
     RuleTarget("apps", ("v1",), ("deployments", "replicasets", "statefulsets", "daemonsets")),
     RuleTarget("batch", ("v1",), ("jobs", "cronjobs")),
 )
-# The custom resources the mutating webhook defaults; the policy's `defaults` will supply these.
-DEFAULT_CUSTOM_RESOURCES = (RuleTarget("example.sealyun.com", ("v1alpha1",), ("projects",)),)
+# The custom resources the embedded default policy defaults; `policy_targets` derives them.
+DEFAULT_CUSTOM_RESOURCES = (RuleTarget("example.sealyun.com", ("*",), ("projects",)),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,29 @@ class RegistrationOptions:
     @property
     def mutating_webhook(self) -> str:
         return f"mutate.{self.name}.{WEBHOOK_DOMAIN}"
+
+
+def policy_targets(policy: Policy) -> tuple[RuleTarget, ...]:
+    """Mutating rules for the kinds the policy's ``defaults`` name, beyond the workload kinds
+    the mutating webhook covers anyway (for image rewriting)."""
+    covered = {(target.group, resource) for target in WORKLOAD_TARGETS for resource in target.resources}
+    targets: list[RuleTarget] = []
+    for rule in policy.defaults.rules:
+        versions = ("*",) if "*" in rule.versions else tuple(sorted(rule.versions))
+        resources = tuple(r for r in sorted({plural(kind) for kind in rule.kinds}) if (rule.group, r) not in covered)
+        if resources:
+            targets.append(RuleTarget(rule.group, versions, resources))
+    return tuple(targets)
+
+
+def plural(kind: str) -> str:
+    """The resource name that CRD tooling derives from a kind: lower case, English plural."""
+    word = kind.lower()
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
 
 
 def build_configurations(options: RegistrationOptions, ca_bundle: bytes | None) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
 from webhook import __version__
-from webhook.certs import CertFiles, ensure_certificates
+from webhook.certs import CertFiles, ensure_certificates, read_certificate
 from webhook.kube.monitor import connect_at_start
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
@@ -109,9 +109,13 @@ def serve(settings: ServeSettings) -> int:
         registration=settings.registration, ca_file=files.ca_crt,
     ):
         return 1
+    not_after = read_certificate(files.tls_crt).not_valid_after_utc
     log.info(
-        "admission-webhook %s serving https://%s:%d (workers=%d), policy %s sha256:%s",
+        "admission-webhook %s serving https://%s:%d (workers=%d), policy %s sha256:%s, certificate notAfter %s",
         __version__, settings.host, settings.port, settings.workers, policy.source, policy.sha256[:12],
+        not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        extra={"fields": {"version": __version__, "listen": f"{settings.host}:{settings.port}",
+                          "policySha256": policy.sha256, "certificateNotAfter": not_after.isoformat()}},
     )
     if settings.workers == 1:
         run_worker(settings)

@@ -98,7 +98,7 @@ def log_decision(
     if level is None:
         level = logging.ERROR if decision == "error" else logging.INFO
     reason = response.message or "; ".join(response.warnings) or None
-    log.log(level, "%s %s", webhook, decision, extra={"fields": {
+    fields = {
         "uid": request.uid,
         "webhook": webhook,
         "kind": request.kind,
@@ -111,5 +111,6 @@ def log_decision(
         "reason": reason,
         "patchOps": len(response.patch) or None,
         "durationMs": round(seconds * 1000, 3),
-    }})
+    }
+    log.log(level, "%s %s", webhook, decision, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
 
