@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import __version__
-from webhook.certs import ca_bundle_base64, ensure_certificates
+from webhook.certs import CA_VALIDITY, LEAF_VALIDITY, CertOptions, ca_bundle_base64, ensure_certificates
 from webhook.logs import configure_logging
+from webhook.pki import CertificateError, KeySpec
 from webhook.policy.model import PolicyError
 from webhook.settings import DEFAULT_SERVICE, MIB, ServeSettings
 
@@ -31,6 +34,17 @@ def _port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
     return value
+
+
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def _duration(text: str) -> dt.timedelta:
+    """``365d``, ``8760h`` or ``90m``: a unit is required, so nobody guesses whether 30 means days."""
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 365d, 720h or 90m")
+    return dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 def _service_flags(parser: argparse.ArgumentParser) -> None:
@@ -73,27 +87,54 @@ def build_parser() -> argparse.ArgumentParser:
         "certs", help="create or renew the CA and serving certificate",
         description="Create a CA and a serving certificate for <svc>.<ns>.svc in --cert-dir. "
         "A CA that is still valid is kept; the serving certificate is re-issued when it is missing, "
-        "names other hosts, or has less than a third of its lifetime left.",
+        "names other hosts, has another key type, or has less than --renew-before left. "
+        "--rotate-ca replaces the CA in three runs (see README).",
     )
     _service_flags(certs)
+    certs.add_argument("--key-type", choices=["ecdsa", "rsa"], default="ecdsa",
+                       help="key type of new keys: ECDSA P-256 or RSA (default: %(default)s)")
+    certs.add_argument("--rsa-bits", type=int, choices=[2048, 3072], metavar="{2048,3072}",
+                       help="RSA key size with --key-type rsa (default: 2048)")
+    certs.add_argument("--ca-validity", type=_duration, default=CA_VALIDITY, metavar="DURATION",
+                       help="lifetime of a new CA, such as 3650d or 87600h (default: 3650d)")
+    certs.add_argument("--leaf-validity", type=_duration, default=LEAF_VALIDITY, metavar="DURATION",
+                       help="lifetime of a new serving certificate (default: 365d)")
+    certs.add_argument("--renew-before", type=_duration, metavar="DURATION",
+                       help="re-issue the serving certificate when less than this is left "
+                       "(default: a third of its lifetime)")
+    certs.add_argument("--rotate-ca", action="store_true",
+                       help="take the CA rotation one stage further: 1) publish a new CA beside the old one, "
+                       "2) sign the serving certificate with it, 3) drop the old CA")
     certs.add_argument("--print-ca-bundle", action="store_true",
                        help="print the base64 caBundle for a webhook configuration, and nothing else")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_combinations(parser, args)
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "certs":
             return _certs(args)
-    except PolicyError as exc:
+    except (PolicyError, CertificateError) as exc:
         print(f"webhook: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command == "certs":
+        if args.rsa_bits is not None and args.key_type != "rsa":
+            parser.error("--rsa-bits needs --key-type rsa")
+        if args.renew_before is not None and args.renew_before >= args.leaf_validity:
+            parser.error("--renew-before must be shorter than --leaf-validity, or every run re-issues")
+        if args.leaf_validity > args.ca_validity:
+            parser.error("--leaf-validity must not be longer than --ca-validity")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -117,12 +158,23 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    result = ensure_certificates(args.cert_dir, args.service_name, args.service_namespace)
+    options = CertOptions(
+        key=KeySpec(args.key_type, args.rsa_bits or 2048),
+        ca_validity=args.ca_validity,
+        leaf_validity=args.leaf_validity,
+        renew_before=args.renew_before,
+    )
+    result = ensure_certificates(args.cert_dir, args.service_name, args.service_namespace, options=options,
+                                 rotate_ca=args.rotate_ca)
     if args.print_ca_bundle:
+        for note in result.notes:
+            print(note, file=sys.stderr)
         print(ca_bundle_base64(result.files.ca_crt))
         return 0
     ca = "created" if result.generated_ca else "kept (still valid)"
     leaf = "issued" if result.issued_leaf else "kept (still valid)"
     print(f"CA {ca}: {result.files.ca_crt}")
     print(f"serving certificate {leaf}: {result.files.tls_crt} for {args.service_name}.{args.service_namespace}.svc")
+    for note in result.notes:
+        print(note)
     return 0
