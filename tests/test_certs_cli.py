@@ -104,3 +104,20 @@ def test_bad_certs_flags_are_explained(tmp_path: Path, args: list[str], text: st
     code, _, err = certs(tmp_path, *args)
     assert code == 2 and text in err
     assert not tmp_path.joinpath("ca.crt").exists()
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--client-allow-name", "kube-apiserver"], "--client-allow-name needs --client-ca"),
+    (["--reload-interval", "0"], "must be between 0.01 and 3600 seconds"),
+])
+def test_bad_serve_flags_are_explained(args: list[str], text: str) -> None:
+    code, _, err = run("serve", *args)
+    assert code == 2 and text in err
+
+
+def test_serve_refuses_an_unreadable_client_ca(tmp_path: Path) -> None:
+    certs(tmp_path)
+    missing = tmp_path / "nope.crt"
+    code, _, err = run("serve", "--cert-dir", str(tmp_path), "--client-ca", str(missing), "--port", "1")
+    assert code == 2
+    assert err.strip() == f"webhook: error: {missing}: file is missing"

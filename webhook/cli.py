@@ -36,6 +36,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.01 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0.01 and 3600 seconds")
+    return value
+
+
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
@@ -82,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="(default: %(default)s)")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (costs about a fifth of throughput)")
+    serve.add_argument("--client-ca", type=Path, metavar="FILE",
+                       help="require a client certificate signed by a CA in FILE on every path (reloaded on change)")
+    serve.add_argument("--client-allow-name", action="append", default=[], metavar="NAME",
+                       help="with --client-ca: accept only client certificates with this subject CN or DNS SAN; "
+                       "repeatable; others get 401")
+    serve.add_argument("--reload-interval", type=_seconds, default=1.0, metavar="SECONDS",
+                       help="how often tls.crt, tls.key, ca.crt and the client CA are checked for changes "
+                       "(default: %(default)s)")
 
     certs = commands.add_parser(
         "certs", help="create or renew the CA and serving certificate",
@@ -128,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command == "serve" and args.client_allow_name and args.client_ca is None:
+        parser.error("--client-allow-name needs --client-ca")
     if args.command == "certs":
         if args.rsa_bits is not None and args.key_type != "rsa":
             parser.error("--rsa-bits needs --key-type rsa")
@@ -152,6 +172,9 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=args.access_log,
+        client_ca=args.client_ca,
+        client_allow_names=tuple(args.client_allow_name),
+        reload_interval=args.reload_interval,
     )
     serve(settings)
     return 0

@@ -24,6 +24,12 @@ class ServeSettings:
     keep_alive_seconds: int = 100
     log_level: str = "info"
     access_log: bool = False
+    # With a client CA, every connection must present a certificate it signed; with allowed
+    # names, the certificate's CN or a DNS SAN must be one of them.
+    client_ca: Path | None = None
+    client_allow_names: tuple[str, ...] = ()
+    # How often mounted files (certificates, client CA) are read to notice changes.
+    reload_interval: float = 1.0
 
     @property
     def service_host(self) -> str:

@@ -21,9 +21,12 @@ from webhook.admission.mutate import mutate
 from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
-from webhook.certs import CertFiles, read_certificate
 from webhook.logs import configure_logging
+from webhook.pki import CertificateError
 from webhook.policy.model import Policy, load_policy
+from webhook.server.clientauth import ClientCertificateGate
+from webhook.server.tls import rfc3339
+from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
@@ -53,7 +56,7 @@ class ServerState:
     """What the running server holds. The policy is swapped whole, never edited in place."""
 
     policy: Policy
-    certificate_not_after: dt.datetime | None
+    tls: ServingTLS  # what this process serves; readiness reports it
 
 
 def status_response(code: int, message: str, *, close: bool = False) -> Response:
@@ -110,13 +113,12 @@ def review_endpoint(
     return endpoint
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
-    """Build the ASGI app; called once in every worker process."""
+def create_app(settings: ServeSettings, tls: ServingTLS | None = None) -> FastAPI:
+    """Build the ASGI app; called once in every worker process, with that worker's TLS state."""
     configure_logging(settings.log_level)
-    files = CertFiles(settings.cert_dir)
     state = ServerState(
         policy=load_policy(settings.policy),
-        certificate_not_after=_not_after(files),
+        tls=tls or ServingTLS.from_settings(settings),
     )
     app = FastAPI(title="admission-webhook", docs_url=None, redoc_url=None, openapi_url=None)
     # client-go strips trailing slashes; a redirect would be a failed call, not a review.
@@ -131,7 +133,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready, report = readiness(state, files)
+        ready, report = readiness(state)
         return Response(orjson.dumps(report), status_code=200 if ready else 503, media_type=JSON)
 
     @app.exception_handler(StarletteHTTPException)
@@ -141,25 +143,32 @@ def create_app(settings: ServeSettings) -> FastAPI:
             response.headers.update(exc.headers)
         return response
 
+    if settings.client_ca is not None:
+        # Every path, probes included: the fine print wants a client certificate on the whole port.
+        app.add_middleware(ClientCertificateGate, allowed=settings.client_allow_names)
     return app
 
 
-def readiness(state: ServerState, files: CertFiles) -> tuple[bool, dict[str, object]]:
-    now = dt.datetime.now(dt.UTC)
-    not_after = state.certificate_not_after
-    cert_ok = not_after is not None and not_after > now
+def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
     checks: dict[str, object] = {
         "policy": {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256},
-        "certificate": {
-            "ready": cert_ok,
-            "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if not_after else None,
-        },
+        "certificate": certificate_check(state.tls),
     }
-    return cert_ok, {"ready": cert_ok, "checks": checks}
+    ready = all(bool(check["ready"]) for check in checks.values() if isinstance(check, dict))
+    return ready, {"ready": ready, "checks": checks}
 
 
-def _not_after(files: CertFiles) -> dt.datetime | None:
+def certificate_check(tls: ServingTLS) -> dict[str, object]:
+    """The certificate this process serves: not ready once it has expired or stopped chaining to ca.crt."""
     try:
-        return read_certificate(files.tls_crt).not_valid_after_utc
-    except (OSError, ValueError):
-        return None
+        status = tls.status(dt.datetime.now(dt.UTC))
+    except CertificateError as exc:
+        return {"ready": False, "problem": str(exc)}
+    return {
+        "ready": status.ready,
+        "serial": status.serial,
+        "notAfter": rfc3339(status.not_after),
+        "chainsToCA": status.chains_to_ca,
+        "problem": status.problem,
+        "reloadError": status.reload_error,
+    }

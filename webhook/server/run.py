@@ -13,7 +13,7 @@ from webhook.certs import CertFiles, ensure_certificates
 from webhook.policy.model import load_policy
 from webhook.server.app import create_app
 from webhook.server.protocol import WebhookHttpProtocol
-from webhook.server.tls import uvicorn_factory
+from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
@@ -33,15 +33,19 @@ def prepare_certificates(settings: ServeSettings) -> CertFiles:
 
 
 def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM or SIGINT. A bad policy raises PolicyError before anything binds."""
+    """Run until SIGTERM or SIGINT. A bad policy raises PolicyError, and an unusable certificate, key or
+    client CA raises CertificateError, before anything binds."""
     policy = load_policy(settings.policy)
-    files = prepare_certificates(settings)
+    prepare_certificates(settings)
+    tls = ServingTLS.from_settings(settings)
+    tls.check()
     config = uvicorn.Config(
-        app=functools.partial(create_app, settings),
+        # One pickle carries both partials into each worker, so its app and SSL factory share `tls`.
+        app=functools.partial(create_app, settings, tls),
         factory=True,
         host=settings.host,
         port=settings.port,
-        ssl_context_factory=functools.partial(uvicorn_factory, files.tls_crt, files.tls_key),
+        ssl_context_factory=tls.uvicorn_factory,
         http=WebhookHttpProtocol,
         loop="uvloop",
         lifespan="off",
