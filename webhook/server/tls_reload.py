@@ -153,9 +153,7 @@ class ServingTLS:
             return
         self._material, self._context, self._reload_error = material, context, None
         self._warned_at = None
-        log.info("reloaded TLS: serving certificate serial %s (was %s), notAfter %s%s", material.serial,
-                 served.serial, _rfc3339(material.leaf),
-                 "; client CA reloaded" if material.client_ca_pem != served.client_ca_pem else "")
+        log.info("reloaded TLS: %s", _what_changed(served, material))
         self._check_chain()
         self._warn_if_expiring()
 
@@ -195,3 +193,15 @@ class ServingTLS:
 
 def _rfc3339(cert: x509.Certificate) -> str:
     return rfc3339(cert.not_valid_after_utc)
+
+
+def _what_changed(old: Material, new: Material) -> str:
+    changes = []
+    if new.serial != old.serial:
+        changes.append(f"serving certificate serial {new.serial} (was {old.serial}), notAfter {_rfc3339(new.leaf)}")
+    elif (new.cert_pem, new.key_pem) != (old.cert_pem, old.key_pem):
+        changes.append(f"serving certificate serial {new.serial} again, now with {len(new.intermediates)} "
+                       "intermediate certificate(s)")
+    if new.client_ca_pem != old.client_ca_pem:
+        changes.append("client CA reloaded")
+    return "; ".join(changes)
