@@ -4,11 +4,14 @@ certificates and Secret-volume layouts, all made with our own certificate code."
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import re
 import socket
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,8 +92,35 @@ def wait_for_serial(server: ServerProcess, serial: int, trusted: PEM | None = No
     eventually(served, f"a new connection presents serial {serial:x}")
 
 
-def wait_for_log(server: ServerProcess, text: str, *, count: int = 1) -> str:
-    return eventually(lambda: server.logs() if server.logs().count(text) >= count else "",
+@dataclass(frozen=True)
+class LogRecord:
+    level: str
+    logger: str
+    message: str
+
+
+_TEXT_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)$")
+
+
+def log_records(server: ServerProcess) -> list[LogRecord]:
+    """The server's log as records, whether it writes text lines or JSON lines."""
+    records = []
+    for line in server.logs().splitlines():
+        if line.startswith("{"):
+            data = json.loads(line)
+            records.append(LogRecord(str(data["level"]).upper(), data["logger"], data["msg"]))
+        elif match := _TEXT_LINE.match(line):
+            records.append(LogRecord(match["level"], match["logger"], match["message"]))
+    return records
+
+
+def find_logs(server: ServerProcess, text: str, *, level: str | None = None) -> list[LogRecord]:
+    return [r for r in log_records(server) if text in r.message and (level is None or r.level == level)]
+
+
+def wait_for_log(server: ServerProcess, text: str, *, count: int = 1, level: str | None = None) -> list[LogRecord]:
+    """Wait for ``count`` records whose message contains ``text``; return all such records."""
+    return eventually(lambda: (found := find_logs(server, text, level=level)) and len(found) >= count and found,
                       f"{text!r} in the server log")
 
 
