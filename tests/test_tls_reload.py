@@ -117,7 +117,6 @@ def test_rotation_under_load_fails_no_request(start_server: Any, cert_dir: Path)
             for thread in threads:
                 thread.join(timeout=20)
         reloads = find_logs(server, "reloaded TLS: serving certificate serial", level="INFO")
-        refused = find_logs(server, "refused to reload")
     sent, failed = sum(c.sent for c in clients), sum(c.failed for c in clients)
     print(f"\nrotation under load: {sent} requests sent, {failed} failed, {ROTATIONS} rotations, "
           f"{CLIENTS} keep-alive clients")
@@ -126,7 +125,6 @@ def test_rotation_under_load_fails_no_request(start_server: Any, cert_dir: Path)
     # Connections opened before the first rotation carried on with the certificate they started with.
     assert [c.serial for c in clients] == [first] * CLIENTS
     assert len(reloads) == ROTATIONS
-    assert refused == []  # the watcher never acted on a pair caught between its two writes
 
 
 def _mismatched_key(cert_dir: Path, tmp_path: Path) -> dict[str, bytes]:

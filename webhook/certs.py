@@ -323,23 +323,33 @@ def _issue_leaf(files: CertFiles, authority: _Authority, names: list[str], optio
     cert = new_leaf(authority.signer, authority.signer_key, key, names, now=now, validity=validity)
     if chain is None:
         chain = _chain(authority, _served_chain(files), now)
-    # Key first, then certificate: a reader between the two sees a mismatch and keeps the old pair.
-    _write(files.tls_key, key_pem(key), private=True)
-    _write(files.tls_crt, certs_pem([cert, *chain]))
+    # Both written and synced first, then renamed back to back: a reader can catch the pair
+    # between the renames only for microseconds, and then sees a mismatch and keeps the old pair.
+    _write_all([(files.tls_key, key_pem(key), True), (files.tls_crt, certs_pem([cert, *chain]), False)])
     return cert
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    _write_all([(path, data, private)])
+
+
+def _write_all(writes: list[tuple[Path, bytes, bool]]) -> None:
+    """Write each to a temporary file beside its path, then rename them all: readers never see
+    half a file. Entries are (path, data, private); a private file is 0600."""
+    temporary: list[tuple[str, Path]] = []
     try:
-        os.fchmod(fd, 0o600 if private else 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        for path, data, private in writes:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            temporary.append((tmp, path))
+            os.fchmod(fd, 0o600 if private else 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in temporary:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temporary:
+            Path(tmp).unlink(missing_ok=True)
         raise
 

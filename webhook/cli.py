@@ -36,7 +36,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _interval(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--client-allow-name", action="append", default=[], metavar="NAME",
                        help="with --client-ca: accept only client certificates with this subject CN or DNS SAN; "
                        "repeatable; others get 401")
-    serve.add_argument("--reload-interval", type=_seconds, default=1.0, metavar="SECONDS",
+    serve.add_argument("--reload-interval", type=_interval, default=1.0, metavar="SECONDS",
                        help="how often tls.crt, tls.key, ca.crt and the client CA are checked for changes "
                        "(default: %(default)s)")
 
