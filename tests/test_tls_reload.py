@@ -31,6 +31,8 @@ from tests.tlsutil import (
 )
 from webhook.certs import CertOptions, ensure_certificates, issue_serving_certificate
 from webhook.cli import main
+from webhook.server.tls_reload import ServingTLS
+from webhook.settings import ServeSettings
 
 FAST = ("--reload-interval", "0.05")
 ROTATIONS = 6
@@ -295,3 +297,22 @@ def test_serve_refuses_to_start_with_a_mismatched_pair(cert_dir: Path, tmp_path:
         f"webhook: error: {cert_dir / 'tls.key'} does not belong to {cert_dir / 'tls.crt'} "
         f"(serial {serial_of(cert_dir / 'tls.crt'):x}): the key does not match the certificate"
     )
+
+
+def test_a_ca_change_is_announced_to_listeners(cert_dir: Path, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """In-process: the hook a caBundle sync uses to publish a new ca.crt at once."""
+    tls = ServingTLS.from_settings(ServeSettings(cert_dir=cert_dir, reload_interval=0.02))
+    seen: list[str] = []
+    tls.on_ca_change(lambda: 1 / 0)  # a failing listener neither stops the others nor the watching
+    tls.on_ca_change(lambda: seen.append("changed"))
+    tls.start()
+    try:
+        assert tls.status().chains_to_ca is True
+        ensure_certificates(tmp_path / "other", SERVICE, SERVICE)
+        (cert_dir / "ca.crt").write_bytes((tmp_path / "other" / "ca.crt").read_bytes())
+        eventually(lambda: seen == ["changed"], "the listener heard of the change")
+        assert tls.status().chains_to_ca is False
+        assert "a listener for " in caplog.text and "ZeroDivisionError" in caplog.text
+    finally:
+        tls.stop()

@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,12 @@ class ServingTLS:
         self._reload_error: str | None = None
         self._warned_at: float | None = None
         self._poller: Poller | None = None
+        self._ca_listeners: list[Callable[[], object]] = []
+
+    def on_ca_change(self, listener: Callable[[], object]) -> None:
+        """Call ``listener`` (on the watcher thread) whenever ca.crt changes, for example to publish
+        the new caBundle at once. It must be quick; an exception is logged and the watching goes on."""
+        self._ca_listeners.append(listener)
 
     def check(self) -> Material:
         """Load once to fail fast with a clear message, before anything binds."""
@@ -134,6 +141,11 @@ class ServingTLS:
         if contents.get(self.files.ca) != self._ca_bytes:
             self._set_ca(contents.get(self.files.ca))
             log.info("%s changed: %s", self.files.ca, self._ca_problem or f"{len(self._ca or ())} CA certificate(s)")
+            for listener in self._ca_listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("a listener for %s changes failed", self.files.ca)
         served = self._material
         if served is None:  # the watcher starts after the first load; never here
             return
