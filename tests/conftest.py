@@ -34,10 +34,13 @@ def free_port() -> int:
 class ApiServerClient:
     """Speaks to the webhook as kube-apiserver does: POST, JSON, ?timeout=, SNI <svc>.<ns>.svc."""
 
-    def __init__(self, port: int, ca_file: Path, **client_args: Any) -> None:
+    def __init__(self, port: int, ca_file: Path, *, cert: tuple[Path, Path] | None = None,
+                 **client_args: Any) -> None:
         self.port = port
         self.ca_file = ca_file
         context = ssl.create_default_context(cafile=str(ca_file))
+        if cert is not None:  # a client certificate, for a server run with --client-ca
+            context.load_cert_chain(*cert)
         client_args.setdefault("timeout", 30)
         self.http = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, **client_args)
 
@@ -73,11 +76,13 @@ class ApiServerClient:
 
 class ServerProcess:
     def __init__(self, args: list[str], cert_dir: Path, log_path: Path, *,
-                 executable: list[str] | None = None, cwd: Path = REPO) -> None:
+                 executable: list[str] | None = None, cwd: Path = REPO,
+                 client_cert: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
         self.probe_port = free_port()
         self.cert_dir = cert_dir
         self.log_path = log_path
+        self.client_cert = client_cert
         command = [*(executable or [sys.executable, "-m", "webhook"]), "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--probe-port", str(self.probe_port), "--cert-dir", str(cert_dir), *args]
         self._log = log_path.open("wb")
@@ -106,6 +111,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def client(self, **kwargs: Any) -> ApiServerClient:
+        kwargs.setdefault("cert", self.client_cert)
         return ApiServerClient(self.port, self.cert_dir / "ca.crt", **kwargs)
 
     def stop(self) -> int:
@@ -134,9 +140,10 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterato
     started: list[ServerProcess] = []
 
     @contextmanager
-    def start(*args: str, cert_dir: Path | None = None) -> Iterator[ServerProcess]:
+    def start(*args: str, cert_dir: Path | None = None,
+              client_cert: tuple[Path, Path] | None = None) -> Iterator[ServerProcess]:
         log_path = tmp_path_factory.mktemp("server") / "server.log"
-        server = ServerProcess(list(args), cert_dir or pki, log_path)
+        server = ServerProcess(list(args), cert_dir or pki, log_path, client_cert=client_cert)
         started.append(server)
         try:
             server.wait_ready()

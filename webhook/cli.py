@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import __version__
-from webhook.certs import ca_bundle_base64, ensure_certificates
+from webhook.certs import CA_VALIDITY, LEAF_VALIDITY, CertOptions, ca_bundle_base64, ensure_certificates
 from webhook.kube import commands as kube_commands
 from webhook.kube.config import ConfigError
 from webhook.logs import configure_logging
+from webhook.pki import CertificateError, KeySpec
 from webhook.policy.model import PolicyError
 from webhook.settings import DEFAULT_SERVICE, MIB, ServeSettings
 
@@ -48,6 +51,27 @@ def _port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
     return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.01 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0.01 and 3600 seconds")
+    return value
+
+
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def _duration(text: str) -> dt.timedelta:
+    """``365d``, ``8760h`` or ``90m``: a unit is required, so nobody guesses whether 30 means days."""
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 365d, 720h or 90m")
+    return dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 def _service_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,15 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON lines for log pipelines, or text for people (default: %(default)s)")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (costs about a fifth of throughput)")
+    serve.add_argument("--client-ca", type=Path, metavar="FILE",
+                       help="require a client certificate signed by a CA in FILE on every path (reloaded on change)")
+    serve.add_argument("--client-allow-name", action="append", default=[], metavar="NAME",
+                       help="with --client-ca: accept only client certificates with this subject CN or DNS SAN; "
+                       "repeatable; others get 401")
+    serve.add_argument("--reload-interval", type=_interval, default=1.0, metavar="SECONDS",
+                       help="how often tls.crt, tls.key, ca.crt and the client CA are checked for changes "
+                       "(default: %(default)s)")
     kube_commands.serve_flags(serve)
 
     certs = commands.add_parser(
         "certs", help="create or renew the CA and serving certificate",
         description="Create a CA and a serving certificate for <svc>.<ns>.svc in --cert-dir. "
         "A CA that is still valid is kept; the serving certificate is re-issued when it is missing, "
-        "names other hosts, or has less than a third of its lifetime left.",
+        "names other hosts, has another key type, or has less than --renew-before left. "
+        "--rotate-ca replaces the CA in three runs (see README).",
     )
     _service_flags(certs)
+    certs.add_argument("--key-type", choices=["ecdsa", "rsa"], default="ecdsa",
+                       help="key type of new keys: ECDSA P-256 or RSA (default: %(default)s)")
+    certs.add_argument("--rsa-bits", type=int, choices=[2048, 3072], metavar="{2048,3072}",
+                       help="RSA key size with --key-type rsa (default: 2048)")
+    certs.add_argument("--ca-validity", type=_duration, default=CA_VALIDITY, metavar="DURATION",
+                       help="lifetime of a new CA, such as 3650d or 87600h (default: 3650d)")
+    certs.add_argument("--leaf-validity", type=_duration, default=LEAF_VALIDITY, metavar="DURATION",
+                       help="lifetime of a new serving certificate (default: 365d)")
+    certs.add_argument("--renew-before", type=_duration, metavar="DURATION",
+                       help="re-issue the serving certificate when less than this is left "
+                       "(default: a third of its lifetime)")
+    certs.add_argument("--rotate-ca", action="store_true",
+                       help="take the CA rotation one stage further: 1) publish a new CA beside the old one, "
+                       "2) sign the serving certificate with it, 3) drop the old CA")
     certs.add_argument("--print-ca-bundle", action="store_true",
                        help="print the base64 caBundle for a webhook configuration, and nothing else")
     kube_commands.add_commands(commands, _service_flags)
@@ -110,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_combinations(parser, args)
     try:
         if args.command == "serve":
             return _serve(args)
@@ -118,12 +167,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _certs(args)
         if args.command in ("can-i", "register", "unregister"):
             return kube_commands.run(args, os.environ)
-    except (PolicyError, ConfigError) as exc:
+    except (PolicyError, ConfigError, CertificateError) as exc:
         print(f"webhook: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command == "serve" and args.client_allow_name and args.client_ca is None:
+        parser.error("--client-allow-name needs --client-ca")
+    if args.command == "certs":
+        if args.rsa_bits is not None and args.key_type != "rsa":
+            parser.error("--rsa-bits needs --key-type rsa")
+        if args.renew_before is not None and args.renew_before >= args.leaf_validity:
+            parser.error("--renew-before must be shorter than --leaf-validity, or every run re-issues")
+        if args.leaf_validity > args.ca_validity:
+            parser.error("--leaf-validity must not be longer than --ca-validity")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -145,18 +206,32 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_format=args.log_format,
         access_log=args.access_log,
+        client_ca=args.client_ca,
+        client_allow_names=tuple(args.client_allow_name),
+        reload_interval=args.reload_interval,
         **kube_commands.serve_cluster(args, os.environ),
     )
     return serve(settings)
 
 
 def _certs(args: argparse.Namespace) -> int:
-    result = ensure_certificates(args.cert_dir, args.service_name, args.service_namespace)
+    options = CertOptions(
+        key=KeySpec(args.key_type, args.rsa_bits or 2048),
+        ca_validity=args.ca_validity,
+        leaf_validity=args.leaf_validity,
+        renew_before=args.renew_before,
+    )
+    result = ensure_certificates(args.cert_dir, args.service_name, args.service_namespace, options=options,
+                                 rotate_ca=args.rotate_ca)
     if args.print_ca_bundle:
+        for note in result.notes:
+            print(note, file=sys.stderr)
         print(ca_bundle_base64(result.files.ca_crt))
         return 0
     ca = "created" if result.generated_ca else "kept (still valid)"
     leaf = "issued" if result.issued_leaf else "kept (still valid)"
     print(f"CA {ca}: {result.files.ca_crt}")
     print(f"serving certificate {leaf}: {result.files.tls_crt} for {args.service_name}.{args.service_namespace}.svc")
+    for note in result.notes:
+        print(note)
     return 0

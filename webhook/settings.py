@@ -35,6 +35,12 @@ class ServeSettings:
     log_level: str = "info"
     log_format: str = "json"
     access_log: bool = False
+    # With a client CA, every connection must present a certificate it signed; with allowed
+    # names, the certificate's CN or a DNS SAN must be one of them.
+    client_ca: Path | None = None
+    client_allow_names: tuple[str, ...] = ()
+    # How often mounted files (certificates, client CA) are read to notice changes.
+    reload_interval: float = 1.0
     # The cluster, when serve talks to it (--kubeconfig, --register, or in a pod); None: never.
     cluster: ClusterConfig | None = None
     # What --register keeps in sync; None without --register.

@@ -7,6 +7,7 @@ server quotes in its own error message.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -23,11 +24,15 @@ from webhook.admission.mutate import mutate
 from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
-from webhook.certs import CertFiles, read_certificate
+from webhook.certs import CertFiles
 from webhook.kube.monitor import ClusterMonitor
+from webhook.pki import CertificateError
 from webhook.policy.model import Policy, load_policy
+from webhook.server.clientauth import ClientCertificateGate
 from webhook.server.lifecycle import Lifecycle
 from webhook.server.telemetry import Telemetry
+from webhook.server.tls import rfc3339 as _rfc3339
+from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
@@ -60,22 +65,24 @@ class ServerState:
     """What one worker holds. The policy is swapped whole, never edited in place."""
 
     policy: Policy
-    certificate_not_after: dt.datetime | None
+    tls: ServingTLS  # what this worker serves; readiness and metrics report it
     lifecycle: Lifecycle
-    files: CertFiles
     telemetry: Telemetry
     # Permission checks and caBundle sync in the background; None when serve has no cluster.
     # A certificate reload calls ``cluster.request_sync()`` to publish a new CA at once.
     cluster: ClusterMonitor | None = None
 
     @classmethod
-    def load(cls, settings: ServeSettings, lifecycle: Lifecycle, telemetry: Telemetry) -> ServerState:
+    def load(cls, settings: ServeSettings, lifecycle: Lifecycle, telemetry: Telemetry,
+             tls: ServingTLS | None = None) -> ServerState:
         files = CertFiles(settings.cert_dir)
-        state = cls(load_policy(settings.policy), _not_after(files), lifecycle, files, telemetry,
-                    cluster=_cluster_monitor(settings, files))
+        tls = tls or ServingTLS.from_settings(settings)
+        state = cls(load_policy(settings.policy), tls, lifecycle, telemetry, cluster=_cluster_monitor(settings, files))
+        if state.cluster is not None:
+            tls.on_ca_change(state.cluster.request_sync)  # publish a new ca.crt as the caBundle at once
         telemetry.policy_loaded(state.policy)
-        if state.certificate_not_after is not None:
-            telemetry.certificate_expiry.set(state.certificate_not_after.timestamp())
+        with contextlib.suppress(CertificateError):  # refreshed on each scrape too
+            telemetry.certificate_expiry.set(tls.status().not_after.timestamp())
         return state
 
 
@@ -150,6 +157,9 @@ def create_app(settings: ServeSettings, state: ServerState) -> FastAPI:
     for path, hook in (("/validate", VALIDATING), ("/mutate", MUTATING)):
         app.add_api_route(path, review_endpoint(hook, state, settings), methods=["POST"])
     _add_probes(app, state)
+    if settings.client_ca is not None:
+        # Every path on the HTTPS port, probes included (fine-print.md); the probe port stays open.
+        app.add_middleware(ClientCertificateGate, allowed=settings.client_allow_names)
     return app
 
 
@@ -187,23 +197,39 @@ def _add_probes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        with contextlib.suppress(CertificateError):  # the served certificate can change with every reload
+            state.telemetry.certificate_expiry.set(state.tls.status().not_after.timestamp())
         return Response(state.telemetry.render(), media_type=PROMETHEUS)
 
 
 def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
-    now = dt.datetime.now(dt.UTC)
-    not_after = state.certificate_not_after
-    cert_ok = not_after is not None and not_after > now
     since = state.lifecycle.draining_since
+    certificate = certificate_check(state.tls)
     checks: dict[str, object] = {
         "policy": {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256},
-        "certificate": {"ready": cert_ok, "notAfter": rfc3339(not_after)},
+        "certificate": certificate,
         "shutdown": {"ready": since is None, "drainingSince": rfc3339(since)},
     }
     # Reported, never a gate: an API server that is down must not take admission down with it.
     checks["kubernetes"] = state.cluster.readiness() if state.cluster else {"ready": True, "enabled": False}
-    ready = cert_ok and since is None
+    ready = bool(certificate["ready"]) and since is None
     return ready, {"ready": ready, "checks": checks}
+
+
+def certificate_check(tls: ServingTLS) -> dict[str, object]:
+    """The certificate this worker serves: not ready once it has expired or stopped chaining to ca.crt."""
+    try:
+        status = tls.status(dt.datetime.now(dt.UTC))
+    except CertificateError as exc:
+        return {"ready": False, "problem": str(exc)}
+    return {
+        "ready": status.ready,
+        "serial": status.serial,
+        "notAfter": _rfc3339(status.not_after),
+        "chainsToCA": status.chains_to_ca,
+        "problem": status.problem,
+        "reloadError": status.reload_error,
+    }
 
 
 def rfc3339(moment: dt.datetime | None) -> str | None:
@@ -220,9 +246,3 @@ def _cluster_monitor(settings: ServeSettings, files: CertFiles) -> ClusterMonito
     monitor.start()
     return monitor
 
-
-def _not_after(files: CertFiles) -> dt.datetime | None:
-    try:
-        return read_certificate(files.tls_crt).not_valid_after_utc
-    except (OSError, ValueError):
-        return None

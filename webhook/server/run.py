@@ -24,6 +24,7 @@ from webhook.server.protocol import WebhookHttpProtocol
 from webhook.server.supervisor import supervise
 from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
 from webhook.server.tls import uvicorn_factory
+from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
@@ -53,13 +54,15 @@ class Listeners:
     metrics_dir: str  # prometheus-client multiprocess files
 
 
-def https_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
+def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | None = None) -> uvicorn.Config:
     files = CertFiles(settings.cert_dir)
     return uvicorn.Config(
         app=app or _unused,
         host=settings.host,
         port=settings.port,
-        ssl_context_factory=functools.partial(uvicorn_factory, files.tls_crt, files.tls_key),
+        # The worker's reloading TLS; a fixed pair only where the config just binds the socket.
+        ssl_context_factory=tls.uvicorn_factory if tls else functools.partial(
+            uvicorn_factory, files.tls_crt, files.tls_key),
         http=WebhookHttpProtocol,
         loop="uvloop",
         lifespan="off",
@@ -82,10 +85,11 @@ def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> N
     """One serving process: its own TLS context, policy, apps and drain state."""
     configure_logging(settings.log_level, settings.log_format)
     lifecycle = Lifecycle()
-    state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir if listeners else None))
+    tls = ServingTLS.from_settings(settings)
+    state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir if listeners else None), tls)
     probe = probe_config(settings, create_probe_app(state)) if settings.probe_port else None
     server = DrainingServer(
-        https_config(settings, create_app(settings, state)), lifecycle, settings.drain_seconds,
+        https_config(settings, create_app(settings, state), tls), lifecycle, settings.drain_seconds,
         probe=probe, probe_sockets=[listeners.probe] if listeners and listeners.probe else None,
     )
     server.run(sockets=[listeners.https] if listeners else None)
@@ -104,6 +108,7 @@ def serve(settings: ServeSettings) -> int:
     """
     policy = load_policy(settings.policy)
     files = prepare_certificates(settings)
+    ServingTLS.from_settings(settings).check()  # an unusable pair or client CA: CertificateError, nothing bound
     if settings.cluster is not None and not connect_at_start(
         settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
         registration=settings.registration, ca_file=files.ca_crt,
