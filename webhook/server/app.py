@@ -30,6 +30,7 @@ from webhook.pki import CertificateError
 from webhook.policy.model import Policy, load_policy
 from webhook.server.clientauth import ClientCertificateGate
 from webhook.server.lifecycle import Lifecycle
+from webhook.server.policy_reload import PolicyReloader
 from webhook.server.telemetry import Telemetry
 from webhook.server.tls import rfc3339 as _rfc3339
 from webhook.server.tls_reload import ServingTLS
@@ -71,6 +72,8 @@ class ServerState:
     # Permission checks and caBundle sync in the background; None when serve has no cluster.
     # A certificate reload calls ``cluster.request_sync()`` to publish a new CA at once.
     cluster: ClusterMonitor | None = None
+    # Watches --policy FILE; None for the embedded default, which cannot change.
+    policy_reload: PolicyReloader | None = None
 
     @classmethod
     def load(cls, settings: ServeSettings, lifecycle: Lifecycle, telemetry: Telemetry,
@@ -81,9 +84,17 @@ class ServerState:
         if state.cluster is not None:
             tls.on_ca_change(state.cluster.request_sync)  # publish a new ca.crt as the caBundle at once
         telemetry.policy_loaded(state.policy)
+        if settings.policy is not None:
+            state.policy_reload = PolicyReloader(settings.policy, lambda: state.policy, state.swap_policy, telemetry,
+                                                 settings.reload_interval)
+            state.policy_reload.start()
         with contextlib.suppress(CertificateError):  # refreshed on each scrape too
             telemetry.certificate_expiry.set(tls.status().not_after.timestamp())
         return state
+
+
+    def swap_policy(self, policy: Policy) -> None:
+        self.policy = policy  # one assignment: a request that already read the old one keeps it
 
 
 def status_response(code: int, message: str, *, close: bool = False) -> Response:
@@ -206,7 +217,7 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
     since = state.lifecycle.draining_since
     certificate = certificate_check(state.tls)
     checks: dict[str, object] = {
-        "policy": {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256},
+        "policy": policy_check(state),
         "certificate": certificate,
         "shutdown": {"ready": since is None, "drainingSince": rfc3339(since)},
     }
@@ -214,6 +225,17 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
     checks["kubernetes"] = state.cluster.readiness() if state.cluster else {"ready": True, "enabled": False}
     ready = bool(certificate["ready"]) and since is None
     return ready, {"ready": ready, "checks": checks}
+
+
+def policy_check(state: ServerState) -> dict[str, object]:
+    """Always ready: a refused reload leaves the last good policy in force, and says so here."""
+    check: dict[str, object] = {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256}
+    reload = state.policy_reload
+    if reload is not None:
+        check["loadedAt"] = rfc3339(reload.loaded_at)
+        check["reloadError"] = reload.last_error
+        check["reloadErrorAt"] = rfc3339(reload.last_error_at)
+    return check
 
 
 def certificate_check(tls: ServingTLS) -> dict[str, object]:
