@@ -11,6 +11,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -47,6 +48,7 @@ def parse_go_duration(text: str) -> float | None:
     return total if position == len(text) and text else None
 
 
+@lru_cache(maxsize=256)
 def budget(timeout_param: str | None, eval_timeout: float, margin: float) -> float:
     """Seconds to decide in: the API server's timeout less a margin for the reply, capped."""
     api_timeout = parse_go_duration(timeout_param) if timeout_param else None
