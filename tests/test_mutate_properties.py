@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from tests.reviews import applied, container, review
 from webhook.admission.deadline import NEVER
 from webhook.admission.mutate import mutate
-from webhook.admission.patch import PatchError, diff
+from webhook.admission.patch import PatchError, apply, diff, pointer_parts
 from webhook.admission.review import decode_review
 from webhook.policy.model import Policy, PolicyError, PolicySpec
 from webhook.policy.references import InvalidReference, parse_reference
@@ -232,6 +232,34 @@ def test_diff_holds_only_add_and_replace_and_jsonpatch_reproduces_the_change(
         rest = operations[:index] + operations[index + 1 :]
         with contextlib.suppress(jsonpatch.JsonPatchException):  # a later operation needed this one's parent
             assert orjson.dumps(applied(original, rest)) != orjson.dumps(changed)
+
+
+@SETTINGS
+@given(original=OBJECTS, data=st.data())
+def test_our_apply_agrees_with_jsonpatch_on_our_patches(original: dict[str, Any], data: st.DataObject) -> None:
+    """`webhook check` applies the mutating webhook's patch itself; it must land where the API server's would."""
+    changed = additive_change(original, data)
+    operations = diff(original, changed)
+    before = orjson.dumps(original)
+    assert orjson.dumps(apply(original, operations)) == orjson.dumps(applied(original, operations))
+    assert orjson.dumps(original) == before  # untouched: apply works on a copy
+
+
+def test_apply_is_as_strict_as_the_api_server() -> None:
+    assert apply({"a": [1]}, [{"op": "add", "path": "/a/1", "value": 2}, {"op": "add", "path": "/a/-", "value": 3},
+                              {"op": "replace", "path": "/a/0", "value": 0}, {"op": "add", "path": "/x~1y", "value": 4},
+                              {"op": "add", "path": "/t~0", "value": 5}]) == {"a": [0, 2, 3], "x/y": 4, "t~": 5}
+    for operation in ({"op": "add", "path": "/missing/b", "value": 1},  # add needs its parent
+                      {"op": "replace", "path": "/b", "value": 1},  # replace needs its target
+                      {"op": "replace", "path": "/a/1", "value": 1},
+                      {"op": "add", "path": "/a/01", "value": 1},
+                      {"op": "add", "path": "/a/3", "value": 1},
+                      {"op": "remove", "path": "/a"},
+                      {"op": "add", "path": "a", "value": 1}):
+        with pytest.raises(PatchError):
+            apply({"a": [1]}, [operation])
+    assert pointer_parts({"a": [{"b/c": 1}]}, "/a/0/b~1c") == ["a", 0, "b/c"]
+    assert pointer_parts({"a": {"0": 1}}, "/a/0") == ["a", "0"]  # a key that looks like an index
 
 
 def test_diff_refuses_removals_and_length_changes() -> None:

@@ -61,3 +61,70 @@ def _same(old: Any, new: Any) -> bool:
     if isinstance(old, dict | list):
         return orjson.dumps(old) == orjson.dumps(new)
     return type(old) is type(new) and old == new
+
+
+def unescape(token: str) -> str:
+    """The inverse of ``escape``: ``~1`` first, so ``~01`` becomes ``~1`` and not ``/``."""
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def pointer_parts(document: Any, path: str) -> list[str | int]:
+    """The keys of a JSON pointer into ``document``, with list indexes as ints (for display)."""
+    parts: list[str | int] = []
+    node = document
+    for token in path.split("/")[1:] if path else []:
+        key = unescape(token)
+        if isinstance(node, list) and key.isdigit():
+            parts.append(int(key))
+            node = node[int(key)] if int(key) < len(node) else None
+        else:
+            parts.append(key)
+            node = node.get(key) if isinstance(node, dict) else None
+    return parts
+
+
+def apply(document: Any, operations: list[Operation]) -> Any:
+    """Apply ``add``/``replace`` operations to a copy, as strictly as the API server does.
+
+    evanphx/json-patch refuses an ``add`` whose parent is missing and a ``replace`` whose
+    target is missing; so do we, so that a patch that would fail there fails here too.
+    """
+    result = orjson.loads(orjson.dumps(document))
+    for operation in operations:
+        op, path = operation.get("op"), operation.get("path")
+        if op not in ("add", "replace") or not isinstance(path, str) or not path.startswith("/"):
+            raise PatchError(f"unsupported operation {orjson.dumps(operation).decode()[:200]}")
+        *parents, last = [unescape(token) for token in path.split("/")[1:]]
+        parent = result
+        for key in parents:
+            parent = _child(parent, key, path)
+        value = orjson.loads(orjson.dumps(operation.get("value")))
+        if isinstance(parent, dict):
+            if op == "replace" and last not in parent:
+                raise PatchError(f"replace {path}: the target does not exist")
+            parent[last] = value
+        elif isinstance(parent, list):
+            index = len(parent) if op == "add" and last == "-" else _index(last, path)
+            if index > len(parent) or (op == "replace" and index == len(parent)):
+                raise PatchError(f"{op} {path}: index {index} is out of range")
+            if op == "add":
+                parent.insert(index, value)
+            else:
+                parent[index] = value
+        else:
+            raise PatchError(f"{op} {path}: the parent is not an object or a list")
+    return result
+
+
+def _child(node: Any, key: str, path: str) -> Any:
+    if isinstance(node, dict) and key in node:
+        return node[key]
+    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        return node[int(key)]
+    raise PatchError(f"{path}: {key!r} does not exist")
+
+
+def _index(key: str, path: str) -> int:
+    if not key.isdigit() or (len(key) > 1 and key.startswith("0")):
+        raise PatchError(f"{path}: {key!r} is not a list index")
+    return int(key)

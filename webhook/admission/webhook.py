@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from webhook.admission.deadline import Deadline, DeadlineExceeded
+from webhook.admission.mutate import mutate
 from webhook.admission.review import Request, Response, errored, skipped, timed_out
+from webhook.admission.validate import validate
 from webhook.policy.model import Policy
 
 log = logging.getLogger("webhook.admission")
@@ -48,3 +50,8 @@ class Webhook:
                 self.name, request.uid, type(exc).__name__, frame.filename, frame.lineno,
             )
             return skipped(MUTATION_SKIPPED) if self.mutating else errored(INTERNAL_ERROR)
+
+
+# The two webhooks, defined once: the server serves them, and `check` and `audit` call them.
+VALIDATING = Webhook("validate", validate, mutating=False)
+MUTATING = Webhook("mutate", mutate, mutating=True)

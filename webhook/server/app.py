@@ -20,10 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webhook.admission.deadline import Deadline, budget
-from webhook.admission.mutate import mutate
 from webhook.admission.review import ReviewError, decode_review, encode_response
-from webhook.admission.validate import validate
-from webhook.admission.webhook import Webhook
+from webhook.admission.webhook import MUTATING, VALIDATING, Webhook
 from webhook.certs import CertFiles
 from webhook.kube.monitor import ClusterMonitor
 from webhook.pki import CertificateError
@@ -38,8 +36,6 @@ from webhook.settings import ServeSettings
 
 log = logging.getLogger("webhook.server")
 
-VALIDATING = Webhook("validate", validate, mutating=False)
-MUTATING = Webhook("mutate", mutate, mutating=True)
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 # Time kept back from the API server's ?timeout= for our reply to reach it.
