@@ -10,13 +10,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from webhook import __version__
+from webhook import __version__, check
 from webhook.certs import CA_VALIDITY, LEAF_VALIDITY, CertOptions, ca_bundle_base64, ensure_certificates
+from webhook.check import DEFAULT_NAMESPACE
 from webhook.kube import commands as kube_commands
 from webhook.kube.config import ConfigError
 from webhook.logs import configure_logging
+from webhook.manifests import read as read_manifests
 from webhook.pki import CertificateError, KeySpec
-from webhook.policy.model import PolicyError
+from webhook.policy.model import PolicyError, load_policy
 from webhook.settings import DEFAULT_SERVICE, MIB, ServeSettings
 
 EXIT_USAGE = 2
@@ -153,7 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--print-ca-bundle", action="store_true",
                        help="print the base64 caBundle for a webhook configuration, and nothing else")
     kube_commands.add_commands(commands, _service_flags)
+    _check_parser(commands)
     return parser
+
+
+def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser(
+        "check", help="judge manifest files offline, as the webhooks would",
+        description="Run each object in the YAML or JSON files (directories recursively, - for stdin) through the "
+        "mutating and then the validating webhook, as a CREATE, exactly as the server would answer it.",
+        epilog="exit status: 0 everything allowed; 1 something denied; 2 unreadable input or a bad policy",
+    )
+    check.add_argument("paths", nargs="+", metavar="PATH", help="a file, a directory, or - for stdin")
+    check.add_argument("--policy", type=Path, metavar="FILE",
+                       help="policy YAML file (default: the embedded default policy)")
+    check.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+                       help="table; json with each JSONPatch; or yaml, the objects as they would be stored "
+                       "(default: %(default)s)")
+    check.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
+                       help="namespace of objects that name none (default: %(default)s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _certs(args)
         if args.command in ("can-i", "register", "unregister"):
             return kube_commands.run(args, os.environ)
+        if args.command == "check":
+            return check.run(read_manifests(args.paths, sys.stdin.buffer), load_policy(args.policy),
+                             output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr)
     except (PolicyError, ConfigError, CertificateError) as exc:
         print(f"webhook: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

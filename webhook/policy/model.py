@@ -226,7 +226,7 @@ def _set_key(index: int, path: tuple[str, ...]) -> str:
     return f"defaults[{index}].set" + (rendered if rendered.startswith("[") or not rendered else f".{rendered}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, which plain YAML resolves silently to the last."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -243,7 +243,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def parse_policy(raw: bytes, source: str) -> Policy:
     try:
-        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(raw, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(source, "", f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
