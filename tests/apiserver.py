@@ -10,7 +10,8 @@ made by our own ``webhook.certs``), and behaves as the real server does where we
   (403 with the real message naming the user, verb, resource and scope);
 - validating and mutating webhook configurations: GET, list, POST, PUT, PATCH (server-side
   apply) and DELETE, with defaulting, the validation we rely on, ``resourceVersion``, 409
-  Conflict/AlreadyExists and 404 NotFound, each with a real ``Status`` body.
+  Conflict/AlreadyExists and 404 NotFound, each with a real ``Status`` body;
+- Pods and the workload kinds: paginated lists and chunked watch streams (``apiserver_watch.py``).
 
 The product reaches it only through a kubeconfig file or in-cluster files written by the
 test. ``requests`` records what was asked and answered; ``interceptors`` let a test play a
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.apiserver_watch import WORKLOAD_PATH, Dropped, Watch, Workloads
 from webhook.certs import ensure_certificates
 
 GROUP = "admissionregistration.k8s.io"
@@ -68,6 +70,7 @@ class Seen:
     user: str
     status: int
     authorization: str  # the credential presented, so tests can see which token was used
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +121,7 @@ class ApiServer:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self._version = 1000
+        self.workloads = Workloads(self)
         ensure_certificates(self.directory / "serving", "kubernetes", "default")
         self.ca_file = self.directory / "serving" / "ca.crt"
         self.client_ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -137,6 +141,7 @@ class ApiServer:
         return f"https://127.0.0.1:{self.httpd.server_address[1]}"
 
     def stop(self) -> None:
+        self.workloads.stop()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -154,6 +159,13 @@ class ApiServer:
                                     serialization.NoEncryption())
         return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
+    def lists(self, path: str) -> list[Seen]:
+        """The list calls (not watches) made on one collection path, in order."""
+        return [s for s in self.seen("GET") if s.path == path and s.query.get("watch") not in ("true", "1")]
+
+    def watches(self, path: str) -> list[Seen]:
+        return [s for s in self.seen("GET") if s.path == path and s.query.get("watch") in ("true", "1")]
+
     def seen(self, method: str | None = None) -> list[Seen]:
         with self.lock:
             return [s for s in self.requests if method is None or s.method == method]
@@ -168,11 +180,12 @@ class ApiServer:
 
     # --- request handling -------------------------------------------------------------
 
-    def handle(self, request: Request, peer: dict[str, Any] | None) -> Reply:
+    def handle(self, request: Request, peer: dict[str, Any] | None) -> Reply | Watch:
         with self.lock:
             reply = self._authenticate(request, peer) or self._intercept(request) or self._route(request)
-            self.requests.append(Seen(request.method, request.path, request.user, reply[0],
-                                      request.headers.get("authorization", "")))
+            code = 200 if isinstance(reply, Watch) else reply[0]
+            self.requests.append(Seen(request.method, request.path, request.user, code,
+                                      request.headers.get("authorization", ""), dict(request.query)))
             return reply
 
     def _authenticate(self, request: Request, peer: dict[str, Any] | None) -> Reply | None:
@@ -196,12 +209,19 @@ class ApiServer:
                 return reply
         return None
 
-    def _route(self, request: Request) -> Reply:
+    def not_found(self) -> Reply:
+        return status(404, "NotFound", "the server could not find the requested resource")
+
+    def _route(self, request: Request) -> Reply | Watch:
         if request.path == SSAR and request.method == "POST":
             return self._access_review(request)
         match = CONFIG_PATH.match(request.path)
         if not match or match["plural"] not in KINDS:
-            return status(404, "NotFound", "the server could not find the requested resource")
+            workload = WORKLOAD_PATH.match(request.path)
+            if workload:
+                return self.workloads.route(request, workload["group"] or "", workload["namespace"],
+                                            workload["resource"])
+            return self.not_found()
         plural, name = match["plural"], match["name"] or ""
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
                 "DELETE": "delete"}.get(request.method)
@@ -483,7 +503,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         request = Request(self.command, parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
                           {k.lower(): v for k, v in self.headers.items()}, body)
-        code, document = self.server.api.handle(request, self.connection.getpeercert())
+        reply = self.server.api.handle(request, self.connection.getpeercert())
+        if isinstance(reply, Watch):
+            self._stream(reply)
+            return
+        code, document = reply
         payload = json.dumps({k: v for k, v in document.items() if k != "_headers"}).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -492,6 +516,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _stream(self, watch: Watch) -> None:
+        """One JSON event per chunk, as kube-apiserver writes a watch; a drop cuts the connection."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for event in watch.events():
+                data = json.dumps(event).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+        except (Dropped, OSError):
+            pass  # no final chunk: the client sees the body end early
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

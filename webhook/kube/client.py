@@ -14,6 +14,8 @@ import random
 import ssl
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,10 @@ class KubeError(Exception):
 
 class Unreachable(KubeError):
     """The API server could not be reached, or kept failing, within the attempts allowed."""
+
+
+class StreamBroken(KubeError):
+    """A long response (a watch) stopped before it was complete, or could not be started."""
 
 
 class ApiError(KubeError):
@@ -128,6 +134,28 @@ class KubeClient:
             f"cannot reach the Kubernetes API at {self.config.server} for {what}: {last} "
             f"(tried {self.retry.attempts} times, {self.timeout:g} s each)"
         )
+
+    @contextmanager
+    def stream(self, path: str, *, params: dict[str, str], read_timeout: float) -> Iterator[Iterator[str]]:
+        """One long GET whose body arrives a line at a time: a watch, one JSON event per line.
+
+        Tried once: whether and when to try again is the watcher's decision (it backs off,
+        and resumes from the last resourceVersion it saw). A refusal raises ``ApiError``
+        as ``request`` does; a connection that fails or drops raises ``StreamBroken``.
+        """
+        what = f"GET {path} (watch)"
+        timeout = httpx.Timeout(self.timeout, read=read_timeout)
+        try:
+            with self._http.stream("GET", path, params=params, timeout=timeout,
+                                   extensions=self._extensions) as response:
+                if response.status_code != 200:
+                    response.read()
+                    self._result(response, what)  # raises ApiError for every error status
+                yield response.iter_lines()
+        except httpx.TimeoutException:
+            raise StreamBroken(f"{what}: nothing arrived within {read_timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise StreamBroken(f"{what} from {self.config.server}: {_transport_problem(exc)}") from None
 
     def _result(self, response: httpx.Response, what: str) -> dict[str, Any]:
         if 200 <= response.status_code < 300:
