@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "certs":
             return _certs(args)
-        if args.command in ("can-i", "register", "unregister"):
+        if args.command in ("can-i", "register", "unregister", "audit"):
             return kube_commands.run(args, os.environ)
         if args.command == "check":
             return check.run(read_manifests(args.paths, sys.stdin.buffer), load_policy(args.policy),

@@ -1,4 +1,4 @@
-"""The cluster sub-commands, ``can-i``, ``register`` and ``unregister``, and serve's cluster flags.
+"""The cluster sub-commands, ``can-i``, ``register``, ``unregister`` and ``audit``, and serve's cluster flags.
 
 Kept beside the rest of ``webhook/kube`` so ``cli.py`` stays a list of commands. Each
 handler parses nothing and decides nothing itself: it builds the client, calls one module,
@@ -8,11 +8,14 @@ prints and returns the exit code.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from webhook.kube import audit
 from webhook.kube.access import FEATURES, check, check_all, missing, needed_for, parse_permission, table
 from webhook.kube.apply import PermissionsMissing, register, unregister
 from webhook.kube.client import DEFAULT_TIMEOUT, KubeClient, KubeError
@@ -127,6 +130,34 @@ def add_commands(
     unreg.add_argument("--name", default=DEFAULT_SERVICE, help="metadata.name of both configurations "
                        "(default: %(default)s)")
     cluster_flags(unreg)
+    _audit_parser(commands)
+
+
+def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit", help="find what already runs in the cluster that the policy would deny",
+        description="List Pods and the workload kinds (all namespaces, or -n NS) page by page, and report every "
+        "object the validating webhook would deny, with the server's messages. With --watch, keep watching "
+        "from the list's resourceVersion and report violations as they appear, are resolved or deleted.",
+        epilog="exit status: 0 no violations (or a watch that was stopped); 1 violations found; 2 bad flags, "
+        "kubeconfig or policy; 3 the API server was unreachable or refused the call, or a permission is missing",
+    )
+    audit.add_argument("--policy", type=Path, metavar="FILE",
+                       help="policy YAML file (default: the embedded default policy)")
+    audit.add_argument("-n", "--namespace", metavar="NS", help="only this namespace (default: every namespace)")
+    audit.add_argument("--watch", action="store_true",
+                       help="after the list, watch and report changes until interrupted (SIGINT or SIGTERM)")
+    audit.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                       help="a table, or one JSON object per line (default: %(default)s)")
+    audit.add_argument("--chunk-size", type=_page_size, default=500, metavar="N",
+                       help="objects per list page, sent as limit= (default: %(default)s)")
+    cluster_flags(audit)
+
+
+def _page_size(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def serve_flags(serve: argparse.ArgumentParser) -> None:
@@ -165,6 +196,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return _can_i(args, environ)
         if args.command == "register":
             return _register(args, environ)
+        if args.command == "audit":
+            return _audit(args, environ)
         return _unregister(args, environ)
     except (ConfigError, RegistrationError, PolicyError) as exc:
         return _fail(exc, EXIT_USAGE)
@@ -208,6 +241,22 @@ def _register(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         for outcome in register(client, configurations):
             print(outcome)
     return 0
+
+
+def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    policy = load_policy(args.policy)
+    stop = threading.Event()
+    # SIGTERM (a pod being stopped) ends a watch as Ctrl-C does: cleanly, with status 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with _client(args, environ) as client:
+            return audit.run(client, policy, namespace=args.namespace, watch=args.watch, chunk_size=args.chunk_size,
+                             output=args.output, out=sys.stdout, err=sys.stderr, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        return 0 if args.watch else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _unregister(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
