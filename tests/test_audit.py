@@ -93,7 +93,8 @@ def test_audit_lists_every_kind_page_by_page_and_reports_each_violation(
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["KIND", "NAMESPACE/NAME", "DECISION", "MESSAGES"]
-    rows = [line.split(None, 3) for line in lines[1:-1]]
+    rows = [line.split(None, 3) for line in lines[1:-2]]
+    assert lines[-2] == ""
     assert rows == [["Pod", "team/p0", "denied", denial("spec.containers[0]")],
                     ["Pod", "team/p3", "denied", denial("spec.containers[0]")],
                     ["Pod", "team/p6", "denied", denial("spec.containers[0]")],
@@ -116,7 +117,7 @@ def test_json_gives_one_object_per_line_with_the_servers_status(apiserver: ApiSe
         "event": "LISTED", "apiVersion": "v1", "kind": "Pod", "namespace": "team", "name": "bad",
         "uid": stored["metadata"]["uid"], "decision": "denied", "warnings": [],
         "status": {"code": 403, "reason": "Forbidden", "message": denial("spec.containers[0]")}}
-    assert result.stderr == "webhook: audited 1 objects of 9 kinds in all namespaces: 1 denied, 0 warned\n"
+    assert result.stderr == "webhook: audited 1 object of 9 kinds in all namespaces: 1 denied, 0 warned\n"
 
 
 def test_a_clean_cluster_exits_0_and_warn_mode_reports_without_failing(
@@ -186,8 +187,8 @@ def test_one_namespace_needs_only_that_namespaces_permissions(apiserver: ApiServ
     apiserver.workloads.put("pods", pod("elsewhere", "evil.io/x:1", namespace="other"))
     result = audit("-n", "team", env=env)
     assert result.returncode == 1, result.stderr
-    assert [line.split()[1] for line in result.stdout.splitlines()[1:-1]] == ["team/bad"]
-    assert result.stdout.splitlines()[-1].startswith("audited 1 objects of 9 kinds in namespace team")
+    assert [line.split()[1] for line in result.stdout.splitlines()[1:-2]] == ["team/bad"]
+    assert result.stdout.splitlines()[-1].startswith("audited 1 object of 9 kinds in namespace team")
     assert apiserver.lists("/api/v1/namespaces/team/pods")
     assert audit(env=env).returncode == 3  # cluster-wide is another matter
 
@@ -402,3 +403,28 @@ def test_a_410_from_the_server_mid_watch_lists_again(apiserver: ApiServer, watch
     until(lambda: len(apiserver.lists("/apis/apps/v1/replicasets")) == 2, "a second list")
     until(lambda: len(apiserver.watches("/apis/apps/v1/replicasets")) == 2, "a new watch")
     assert "watch of replicasets.apps expired (410 Gone); listing again" in audit_.stop()
+
+
+# --- the README ----------------------------------------------------------------------------------
+
+README_CLUSTER = [  # (resource, kind, namespace, name, image)
+    ("deployments.apps", "Deployment", "shop", "web", "nginx:1.27"),
+    ("deployments.apps", "Deployment", "shop", "legacy", "registry.example.com/legacy/app:2.1"),
+    ("replicasets.apps", "ReplicaSet", "shop", "legacy-7d9f8", "registry.example.com/legacy/app:2.1"),
+    ("pods", "Pod", "shop", "legacy-7d9f8-x2x4q", "registry.example.com/legacy/app:2.1"),
+    ("pods", "Pod", "kube-system", "kube-proxy-q8m2d", "registry.k8s.io/kube-proxy:v1.31.0"),
+    ("daemonsets.apps", "DaemonSet", "kube-system", "node-agent", "evil.io/agent:3"),  # exempt
+    ("cronjobs.batch", "CronJob", "ops", "backup", "docker.io/bitnami/kubectl:1.31"),
+]
+
+
+def populate(apiserver: ApiServer) -> None:
+    for resource, kind, namespace, name, image in README_CLUSTER:
+        apiserver.workloads.put(resource, workload(kind, pod_spec(image), name=name, namespace=namespace))
+
+
+def test_the_readme_shows_real_audit_output(apiserver: ApiServer, auditor: dict[str, str]) -> None:
+    populate(apiserver)
+    result = audit(env=auditor)
+    assert result.returncode == 1
+    assert f"$ webhook audit\n{result.stdout}$ echo $?\n1\n" in (REPO / "README.md").read_text()

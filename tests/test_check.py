@@ -226,3 +226,12 @@ def test_cluster_scoped_kinds_and_crds_among_the_inputs_decide_the_namespace(tmp
         ("CustomResourceDefinition", "customresourcedefinitions", None), ("Gadget", "gadgetry", None),
         ("Namespace", "namespaces", "team"), ("Widget", "widgets", "default"),
         ("NetworkPolicy", "networkpolicies", "default")]
+
+
+def test_check_and_audit_never_load_the_http_layer() -> None:
+    """The layering rule: tooling calls admission/, never server/ (and so never FastAPI)."""
+    probe = ("import sys, webhook.check, webhook.kube.audit, webhook.cli; "
+             "print(sorted(m for m in sys.modules if m.startswith(('webhook.server', 'fastapi', 'uvicorn'))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO,
+                            check=True)
+    assert result.stdout == "[]\n"

@@ -210,10 +210,13 @@ def run(
     versions = [reflector.list() for reflector in reflectors]
     if not watch:
         scope = f"namespace {namespace}" if namespace else "all namespaces"
-        summary = (f"audited {sum(r.objects for r in reflectors)} objects of {len(RESOURCES)} kinds in {scope}: "
+        objects = sum(r.objects for r in reflectors)
+        summary = (f"audited {objects} object{'' if objects == 1 else 's'} of {len(RESOURCES)} kinds in {scope}: "
                    f"{report.denied} denied, {report.warned} warned")
-        print(summary if output == "table" else f"webhook: {summary}",
-              file=out if output == "table" else err, flush=True)
+        if output == "table":
+            print(f"\n{summary}" if report.header else summary, file=out, flush=True)
+        else:
+            print(f"webhook: {summary}", file=err, flush=True)
         return EXIT_VIOLATIONS if report.denied else 0
     threads = [threading.Thread(target=r.watch, args=(v, stop), name=f"watch {r.what}", daemon=True)
                for r, v in zip(reflectors, versions, strict=True)]
