@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.apiserver import WEBHOOK_RULES, ApiServer, without, write_kubeconfig
@@ -107,6 +108,10 @@ def test_a_missing_permission_is_logged_and_reported_but_the_server_stays_ready(
                 f"{MUTATING}.admissionregistration.k8s.io admission-webhook cluster-wide")
         assert eventually(lambda: server.logs().count(line) >= 2)  # at start, and again at each re-check
         assert "cannot list pods" not in server.logs()  # serve checks only what serve uses
+        metrics = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+        resource = f"{MUTATING}.admissionregistration.k8s.io/admission-webhook"
+        assert f'webhook_permission_allowed{{resource="{resource}",verb="patch"}} 0.0' in metrics
+        assert f'webhook_permission_allowed{{resource="{resource}",verb="get"}} 1.0' in metrics
 
 
 def test_without_register_serve_checks_nothing_and_writes_nothing(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ class ClusterMonitor:
     def __init__(
         self, cluster: ClusterConfig, *, interval: float, timeout: float,
         registration: RegistrationOptions | None = None, ca_file: Path | None = None,
+        on_permissions: Callable[[list[Access]], None] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.on_permissions = on_permissions  # e.g. metrics; called on the monitor thread
         self.interval = interval
         self.timeout = timeout
         self.registration = registration
@@ -86,6 +89,8 @@ class ClusterMonitor:
         try:
             with KubeClient(self.cluster, timeout=self.timeout) as client:
                 results = check_permissions(client, self.registration, quiet=quiet)
+                if self.on_permissions is not None:
+                    self.on_permissions(results)
                 absent = missing(results)
                 report["permissions"] = {
                     "checked": len(results),

@@ -76,7 +76,8 @@ class ServerState:
              tls: ServingTLS | None = None) -> ServerState:
         files = CertFiles(settings.cert_dir)
         tls = tls or ServingTLS.from_settings(settings)
-        state = cls(load_policy(settings.policy), tls, lifecycle, telemetry, cluster=_cluster_monitor(settings, files))
+        cluster = _cluster_monitor(settings, files, telemetry)
+        state = cls(load_policy(settings.policy), tls, lifecycle, telemetry, cluster=cluster)
         if state.cluster is not None:
             tls.on_ca_change(state.cluster.request_sync)  # publish a new ca.crt as the caBundle at once
         telemetry.policy_loaded(state.policy)
@@ -315,12 +316,12 @@ def rfc3339(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
-def _cluster_monitor(settings: ServeSettings, files: CertFiles) -> ClusterMonitor | None:
+def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telemetry) -> ClusterMonitor | None:
     if settings.cluster is None:
         return None
     monitor = ClusterMonitor(
         settings.cluster, interval=settings.permission_check_interval, timeout=settings.request_timeout,
-        registration=settings.registration, ca_file=files.ca_crt,
+        registration=settings.registration, ca_file=files.ca_crt, on_permissions=telemetry.permissions_checked,
     )
     monitor.start()
     return monitor

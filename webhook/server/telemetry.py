@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from webhook.admission.review import Request, Response
+from webhook.kube.access import Access
 from webhook.policy.model import Policy
 
 log = logging.getLogger("webhook.admission")
@@ -61,6 +62,9 @@ class Telemetry:
         self.certificate_expiry = Gauge("webhook_certificate_expiry_timestamp_seconds",
                                         "notAfter of the served certificate.", registry=r,
                                         multiprocess_mode="livemin")
+        self.permission_allowed = Gauge("webhook_permission_allowed",
+                                        "1 when the last check found the permission granted, else 0.",
+                                        ["verb", "resource"], registry=r, multiprocess_mode="livemin")
         self._kinds = BoundedLabel()
         self._registries = BoundedLabel()
 
@@ -70,6 +74,13 @@ class Telemetry:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+    def permissions_checked(self, results: Sequence[Access]) -> None:
+        for result in results:
+            resource = result.permission.qualified
+            if result.permission.name:
+                resource += f"/{result.permission.name}"
+            self.permission_allowed.labels(result.permission.verb, resource).set(1 if result.allowed else 0)
 
     def policy_loaded(self, policy: Policy, previous: Policy | None = None) -> None:
         if previous is not None and previous.sha256 != policy.sha256:
