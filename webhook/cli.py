@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="policy YAML file (default: the embedded default policy)")
     serve.add_argument("--max-body-bytes", type=_positive, default=8 * MIB, metavar="N",
                        help="largest request body accepted; larger ones get 413 (default: %(default)s)")
+    serve.add_argument("--request-read-timeout", type=_interval, default=10.0, metavar="SECONDS",
+                       help="disconnect a client that has not sent a whole request (headers and body) this long "
+                       "after its first byte, or after connecting (default: %(default)s)")
     serve.add_argument("--workers", type=_positive, default=1, metavar="N",
                        help="worker processes (default: %(default)s)")
     serve.add_argument("--drain-seconds", type=_seconds, default=5.0, metavar="S",
@@ -223,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         service_namespace=args.service_namespace,
         policy=args.policy,
         max_body_bytes=args.max_body_bytes,
+        request_read_timeout=args.request_read_timeout,
         workers=args.workers,
         drain_seconds=args.drain_seconds,
         eval_timeout=args.eval_timeout,

@@ -28,6 +28,9 @@ class ServeSettings:
     # Longer than the API server's 90 s idle timeout, so the server never closes a
     # connection that the API server is just about to reuse.
     keep_alive_seconds: int = 100
+    # Each request, headers and body, must arrive within this many seconds of its first byte
+    # (the first one, of the connection being made); a slower client is disconnected.
+    request_read_timeout: float = 10.0
     # After SIGTERM: not ready at once, but keep serving this long before closing.
     drain_seconds: float = 5.0
     # Decide within this many seconds, or less when the API server's ?timeout= is shorter.

@@ -20,6 +20,7 @@ from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
 from webhook.server.app import ServerState, create_app, create_probe_app
 from webhook.server.lifecycle import DrainingServer, Lifecycle
+from webhook.server.limits import raise_open_file_limit
 from webhook.server.protocol import WebhookHttpProtocol
 from webhook.server.supervisor import supervise
 from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
@@ -63,7 +64,7 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
         # The worker's reloading TLS; a fixed pair only where the config just binds the socket.
         ssl_context_factory=tls.uvicorn_factory if tls else functools.partial(
             uvicorn_factory, files.tls_crt, files.tls_key),
-        http=WebhookHttpProtocol,
+        http=WebhookHttpProtocol.configured(settings.request_read_timeout),
         loop="uvloop",
         lifespan="off",
         access_log=settings.access_log,
@@ -76,7 +77,8 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
 
 def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
     return uvicorn.Config(
-        app=app or _unused, host=settings.host, port=settings.probe_port, http="httptools", loop="uvloop",
+        app=app or _unused, host=settings.host, port=settings.probe_port,
+        http=WebhookHttpProtocol.configured(settings.request_read_timeout), loop="uvloop",
         lifespan="off", access_log=False, log_config=None, server_header=False,
     )
 
@@ -109,6 +111,7 @@ def serve(settings: ServeSettings) -> int:
     policy = load_policy(settings.policy)
     files = prepare_certificates(settings)
     ServingTLS.from_settings(settings).check()  # an unusable pair or client CA: CertificateError, nothing bound
+    raise_open_file_limit()
     if settings.cluster is not None and not connect_at_start(
         settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
         registration=settings.registration, ca_file=files.ca_crt,
