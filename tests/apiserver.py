@@ -15,17 +15,21 @@ made by our own ``webhook.certs``), and behaves as the real server does where we
 
 The product reaches it only through a kubeconfig file or in-cluster files written by the
 test. ``requests`` records what was asked and answered; ``interceptors`` let a test play a
-concurrent writer or an overloaded server without touching the product.
+concurrent writer or an overloaded server without touching the product. An interceptor's
+reply may carry ``_raw`` (bytes sent as they are instead of a reply, then the connection is
+closed) and ``_delay`` (seconds to wait first, outside the lock): a broken or hung server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
 import re
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -508,6 +512,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(reply)
             return
         code, document = reply
+        if "_raw" in document:  # a broken server, played by a test: wait, send these bytes, hang up
+            time.sleep(document.get("_delay", 0))
+            with contextlib.suppress(OSError):  # the client may have given up meanwhile
+                self.wfile.write(document["_raw"])
+            self.close_connection = True
+            return
         payload = json.dumps({k: v for k, v in document.items() if k != "_headers"}).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import SERVICE_HOST, ServerProcess
 from tests.reviews import pod_review
+from tests.steady import steady_client
 from tests.test_fuzz import rss_kb
 from tests.tlsutil import eventually, find_logs, wait_for_log
 
@@ -120,47 +121,28 @@ class SlowClient:
             self.error = f"never closed; dripped {self.dripped} of {len(self.drip)} bytes"
 
 
-@dataclass
-class SteadyClient:
-    """A normal client that keeps reviewing on one keep-alive connection until told to stop."""
-
-    server: ServerProcess
-    answered: int = 0
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        client = self.server.client(timeout=10)
-        try:
-            while not self.stop.is_set():
-                uid = f"steady-{self.answered}"
-                try:
-                    if client.review("/validate", pod_review("nginx", uid=uid))["allowed"] is not True:
-                        self.failures.append(f"{uid}: denied")
-                    self.answered += 1
-                except Exception as exc:  # noqa: BLE001 - every failure is reported
-                    self.failures.append(f"{uid}: {exc!r}")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-
-@contextlib.contextmanager
-def steady_client(server: ServerProcess) -> Iterator[SteadyClient]:
-    steady = SteadyClient(server)
-    thread = threading.Thread(target=steady.run, daemon=True)
-    thread.start()
-    try:
-        yield steady
-    finally:
-        steady.stop.set()
-        thread.join(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def guarded(start_server: Any) -> Iterator[ServerProcess]:
     with start_server("--request-read-timeout", str(READ_TIMEOUT), "--max-body-bytes", "65536") as server:
         yield server
+
+
+def patient_keep_alive(server: ServerProcess, problems: list[str]) -> None:
+    """One review, a wait longer than the read timeout, and another on the same connection: idle time
+    between requests is governed by the keep-alive timeout, never by the read timeout."""
+    try:
+        with tls_socket(server) as sock:
+            for round_ in range(2):
+                body = orjson.dumps(pod_review("nginx", uid=f"idle-{round_}"))
+                sock.sendall(request_bytes(body))
+                status, reply = read_response(sock)
+                if status != 200 or orjson.loads(reply)["response"]["uid"] != f"idle-{round_}":
+                    problems.append(f"round {round_}: {status} {reply[:200]!r}")
+                if round_ == 0 and closed_by_peer(sock, READ_TIMEOUT + 1):
+                    problems.append("an idle keep-alive connection was closed after the read timeout")
+                    return
+    except OSError as exc:
+        problems.append(repr(exc))
 
 
 def test_slow_and_silent_clients_are_closed_after_the_timeout_while_others_are_served(
@@ -179,8 +161,10 @@ def test_slow_and_silent_clients_are_closed_after_the_timeout_while_others_are_s
         SlowClient("headers a byte at a time on the probe port", lambda: socket.create_connection(probe, timeout=10),
                    b"GET /readyz HTTP/1.1\r\nHost: probes\r\n\r\n"),
     ]
+    patient: list[str] = []
     with steady_client(guarded) as steady:
         threads = [threading.Thread(target=client.run, daemon=True) for client in clients]
+        threads.append(threading.Thread(target=patient_keep_alive, args=(guarded, patient), daemon=True))
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -195,21 +179,11 @@ def test_slow_and_silent_clients_are_closed_after_the_timeout_while_others_are_s
             assert client.dripped < len(client.drip), f"{client.name}: the whole request got through"
     assert steady.failures == []
     assert answered_meanwhile >= 5
+    assert patient == []
     for what in ("sent nothing within 2 s", "but not the whole request line and headers within 2 s",
                  "but not the whole body within 2 s"):
         assert find_logs(guarded, what, level="INFO"), what
     assert not find_logs(guarded, "Exception in ASGI application")
-
-
-def test_an_idle_keep_alive_connection_outlives_the_read_timeout(guarded: ServerProcess) -> None:
-    with tls_socket(guarded) as sock:
-        for round_ in range(2):
-            body = orjson.dumps(pod_review("nginx", uid=f"idle-{round_}"))
-            sock.sendall(request_bytes(body))
-            status, reply = read_response(sock)
-            assert status == 200 and orjson.loads(reply)["response"]["uid"] == f"idle-{round_}"
-            if round_ == 0:
-                assert not closed_by_peer(sock, READ_TIMEOUT + 1)  # idle is governed by the keep-alive timeout
 
 
 @dataclass

@@ -130,10 +130,9 @@ class KubeClient:
                 last = f"HTTP {response.status_code}: {_status(response).get('message') or response.reason_phrase}"
                 continue
             return self._result(response, what)
-        raise Unreachable(
-            f"cannot reach the Kubernetes API at {self.config.server} for {what}: {last} "
-            f"(tried {self.retry.attempts} times, {self.timeout:g} s each)"
-        )
+        tried = (f"tried once, with a {self.timeout:g} s timeout" if self.retry.attempts == 1
+                 else f"tried {self.retry.attempts} times, {self.timeout:g} s each")
+        raise Unreachable(f"cannot reach the Kubernetes API at {self.config.server} for {what}: {last} ({tried})")
 
     @contextmanager
     def stream(self, path: str, *, params: dict[str, str], read_timeout: float) -> Iterator[Iterator[str]]:

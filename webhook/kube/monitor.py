@@ -17,7 +17,7 @@ from typing import Any
 
 from webhook.kube.access import DEFAULT_CONFIGURATION, Access, check_all, describe, missing, needed_for
 from webhook.kube.apply import Outcome, apply_configuration
-from webhook.kube.client import KubeClient, KubeError
+from webhook.kube.client import KubeClient, KubeError, Retry
 from webhook.kube.config import ClusterConfig, ConfigError
 from webhook.kube.registration import RegistrationOptions, build_configurations, read_ca_bundle
 
@@ -123,10 +123,17 @@ def connect_at_start(
     cluster: ClusterConfig, *, timeout: float, require_permissions: bool,
     registration: RegistrationOptions | None, ca_file: Path,
 ) -> bool:
-    """Check and register once before serving. False: --require-permissions says do not start."""
+    """Check and register once before serving. False: --require-permissions says do not start.
+
+    Nothing listens until this returns, and a liveness probe kills a server that does not
+    listen. So unless --require-permissions makes the cluster a gate, every call gets one
+    attempt: an API that hangs delays the start by one ``timeout``, not by all the retries,
+    and the background monitor, which starts with the server, tries again at once.
+    """
     log.info("Kubernetes API %s (%s)", cluster.server, cluster.source)
+    retry = None if require_permissions else Retry(attempts=1)
     try:
-        with KubeClient(cluster, timeout=timeout) as client:
+        with KubeClient(cluster, timeout=timeout, retry=retry) as client:
             absent = missing(check_permissions(client, registration))
             if absent and require_permissions:
                 log.error("not starting: %d permission(s) missing and --require-permissions is set", len(absent))
