@@ -9,15 +9,16 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 import pytest
 
+from tests.apiserver import ApiServer
 from webhook.certs import ensure_certificates
 
 SERVICE = "admission-webhook"
@@ -174,3 +175,23 @@ def write_policy(directory: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], timeout: float = 10.0) -> T:
+    """Poll ``probe`` until it returns something true, or the timeout passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
+    server = ApiServer(tmp_path / "apiserver")
+    yield server
+    server.stop()

@@ -81,11 +81,9 @@ FAULTS = [
 
 
 @pytest.fixture
-def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path / "apiserver")
-    server.add_user("hook", "hook-token", *WEBHOOK_RULES)
-    yield server
-    server.stop()
+def apiserver(apiserver: ApiServer) -> ApiServer:
+    apiserver.add_user("hook", "hook-token", *WEBHOOK_RULES)
+    return apiserver
 
 
 @pytest.fixture

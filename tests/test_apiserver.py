@@ -11,7 +11,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,11 +24,9 @@ BASE = f"/apis/{GROUP}/v1/validatingwebhookconfigurations"
 
 
 @pytest.fixture
-def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path / "apiserver")
-    server.add_user("admin", "admin-token", *WEBHOOK_RULES)
-    yield server
-    server.stop()
+def apiserver(apiserver: ApiServer) -> ApiServer:
+    apiserver.add_user("admin", "admin-token", *WEBHOOK_RULES)
+    return apiserver
 
 
 @pytest.fixture

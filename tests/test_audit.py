@@ -37,13 +37,6 @@ PATHS = ["/api/v1/pods", "/api/v1/podtemplates", "/api/v1/replicationcontrollers
 WAIT = 15.0
 
 
-@pytest.fixture
-def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path / "apiserver")
-    yield server
-    server.stop()
-
-
 def env_for(apiserver: ApiServer, tmp_path: Path, user: str, *rules: Rule) -> dict[str, str]:
     """A user with these rules, and the environment of someone whose kubeconfig holds their token."""
     apiserver.add_user(user, f"{user}-token", *rules)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,6 @@ from webhook.kube import commands as kube_commands
 
 VALIDATING = "validatingwebhookconfigurations"
 MUTATING = "mutatingwebhookconfigurations"
-
-
-@pytest.fixture
-def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path / "apiserver")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

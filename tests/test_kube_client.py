@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from webhook.kube.config import ConfigError, load_config
 
 PODS = Permission("list", "pods")
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-
-
-@pytest.fixture
-def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path / "apiserver")
-    yield server
-    server.stop()
 
 
 def in_cluster_client(apiserver: ApiServer, account: Path, **kwargs: object) -> KubeClient:

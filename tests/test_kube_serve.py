@@ -10,27 +10,17 @@ import base64
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.apiserver import WEBHOOK_RULES, ApiServer, without, write_kubeconfig
-from tests.conftest import REPO, ServerProcess
+from tests.conftest import REPO, ServerProcess, eventually
 from webhook.certs import ensure_certificates
 
 VALIDATING = "validatingwebhookconfigurations"
 MUTATING = "mutatingwebhookconfigurations"
-
-
-@pytest.fixture
-def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path / "apiserver")
-    yield server
-    server.stop()
 
 
 def kubeconfig(apiserver: ApiServer, tmp_path: Path, token: str, server: str | None = None) -> Path:
@@ -46,14 +36,6 @@ def readyz(server: ServerProcess) -> tuple[int, dict[str, Any]]:
     finally:
         client.close()
 
-
-def eventually(probe: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def ca_bundle(apiserver: ApiServer, plural: str) -> bytes | None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-from tests.conftest import ApiServerClient, ServerProcess
+from tests.conftest import ApiServerClient, ServerProcess, eventually
 from tests.reviews import pod_review
 
 T = TypeVar("T")
@@ -21,14 +20,6 @@ ONLY_B = "quay.io/acme/app:1"
 POLICY_A = "images: {allow: [ghcr.io/*]}\n"
 POLICY_B = "images: {allow: [quay.io/*]}\n"
 
-
-def eventually(probe: Callable[[], T], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def allowed(client: ApiServerClient, image: str) -> bool:
