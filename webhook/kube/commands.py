@@ -246,17 +246,24 @@ def _register(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     policy = load_policy(args.policy)
     stop = threading.Event()
-    # SIGTERM (a pod being stopped) ends a watch as Ctrl-C does: cleanly, with status 0.
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_signal(sig: int, frame: object) -> None:
+        # A handler runs on the main thread, which may be inside stop.wait() holding the event's
+        # lock: setting it from here could deadlock, so another thread sets it.
+        threading.Thread(target=stop.set, name="stop", daemon=True).start()
+
+    # SIGTERM (a pod being stopped) and, in a watch, Ctrl-C end it cleanly, with status 0.
+    handled = (signal.SIGTERM, signal.SIGINT) if args.watch else (signal.SIGTERM,)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         with _client(args, environ) as client:
             return audit.run(client, policy, namespace=args.namespace, watch=args.watch, chunk_size=args.chunk_size,
                              output=args.output, out=sys.stdout, err=sys.stderr, stop=stop)
-    except KeyboardInterrupt:
-        stop.set()
-        return 0 if args.watch else 130
+    except KeyboardInterrupt:  # Ctrl-C during a one-off list
+        return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _unregister(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

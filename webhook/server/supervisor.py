@@ -41,8 +41,13 @@ def supervise(
 
     processes = [start() for _ in range(settings.workers)]
 
+    received: list[int] = []  # appended by the handler, lock-free
+
     def on_signal(sig: int, frame: FrameType | None) -> None:
-        stopping.set()
+        received.append(sig)
+        # The main thread may be inside stopping.wait() holding the event's lock; setting it
+        # from this handler (which runs on that thread) could deadlock, so another thread does.
+        threading.Thread(target=stopping.set, name="stopping", daemon=True).start()
         for process in processes:
             if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, sig)
@@ -52,7 +57,7 @@ def supervise(
     try:
         while not stopping.wait(0.5):
             for index, process in enumerate(processes):
-                if not process.is_alive() and not stopping.is_set():
+                if not process.is_alive() and not received:
                     log.error("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
                     if process.pid is not None:
                         on_exit(process.pid)
