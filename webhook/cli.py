@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from webhook import __version__, check
@@ -34,14 +34,23 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 300:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 300 seconds")
-    return value
+def _seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type for a number of seconds in [low, high], with a message that says so."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value:g} must be between {low:g} and {high:g} seconds")
+        return value
+
+    return parse
+
+
+_seconds = _seconds_between(0, 300)
+_interval = _seconds_between(0.01, 3600)
 
 
 def _probe_port(text: str) -> int:
@@ -52,16 +61,6 @@ def _port(text: str) -> int:
     value = _positive(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
-    return value
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.01 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0.01 and 3600 seconds")
     return value
 
 
