@@ -26,8 +26,9 @@ run: $(RUN_STAMP)
 	$(BIN)/webhook serve
 
 ## Install everything, lint, type-check and run the whole test suite.
+## A whole-run limit, far above the ~4 minutes it takes, so CI never waits out its 90.
 test: $(TEST_STAMP) tools lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	timeout -k 30 1800 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Debian tools the tests and the benchmark drive (wrk); installed when missing.
 tools:

@@ -539,8 +539,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.write(b"0\r\n\r\n")
         except (Dropped, OSError):
-            pass  # no final chunk: the client sees the body end early
-        self.close_connection = True
+            self.close_connection = True  # no final chunk: the client sees the body end early
+        # A watch that ends cleanly leaves the connection open for the next request, as
+        # kube-apiserver does; closing it unannounced races a client that reuses it.
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

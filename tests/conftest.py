@@ -3,11 +3,13 @@ code, and the client calls it the way the API server does (SNI ``<svc>.<ns>.svc`
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,3 +197,19 @@ def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
     server = ApiServer(tmp_path / "apiserver")
     yield server
     server.stop()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a test left running keeps the interpreter from exiting, and CI waits for ever.
+
+    Give such threads a moment, then name them and leave at once with a failing status.
+    """
+    deadline = time.monotonic() + 10
+    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in lingering:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in lingering if t.is_alive()]
+    if stuck:
+        sys.stderr.write(f"tests left non-daemon threads running: {', '.join(stuck)}\n")
+        sys.stderr.flush()
+        os._exit(3)

@@ -138,11 +138,12 @@ def test_a_watch_from_before_compaction_gets_410_and_a_drop_cuts_the_body(
     assert line["object"]["message"].startswith(f"too old resource version: {old} (")
 
     def cut() -> None:
-        while not store.watching("pods"):
+        deadline = time.monotonic() + 10
+        while not store.watching("pods") and time.monotonic() < deadline:
             time.sleep(0.01)
         store.drop_watches("pods")
 
-    threading.Thread(target=cut).start()
+    threading.Thread(target=cut, daemon=True).start()
     with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"), \
             http.stream("GET", "/api/v1/pods", params={"watch": "true"}) as response:
         list(response.iter_lines())

@@ -104,7 +104,7 @@ def test_no_request_is_judged_under_a_mix_of_policies(start_server: Any, tmp_pat
                 answers.append(client.review("/validate", pod_review(ONLY_A, ONLY_B))["status"]["message"])
             client.close()
 
-        threads = [threading.Thread(target=load) for _ in range(3)]
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
         for thread in threads:
             thread.start()
         for index in range(12):

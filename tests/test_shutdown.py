@@ -40,7 +40,7 @@ def test_sigterm_drains_without_failing_a_request(pki: Path, tmp_path: Path, wor
                 sent += 1
             client.close()
 
-        threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+        threads = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(4)]
         for thread in threads:
             thread.start()
         time.sleep(0.5)

@@ -100,7 +100,7 @@ def test_rotation_under_load_fails_no_request(start_server: Any, cert_dir: Path)
     with start_server(*FAST, cert_dir=cert_dir) as server:
         first = serial_of(cert_dir / "tls.crt")
         clients = [KeepAliveClient(server.port, trusted, f"c{i}") for i in range(CLIENTS)]
-        threads = [threading.Thread(target=client.run) for client in clients]
+        threads = [threading.Thread(target=client.run, daemon=True) for client in clients]
         for thread in threads:
             thread.start()
         try:

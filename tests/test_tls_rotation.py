@@ -30,7 +30,7 @@ def always_connecting(port: int, clients: dict[str, str]) -> Iterator[dict[str, 
             for name, trusted in clients.items():
                 tally[name][0 if connects(port, trusted) else 1] += 1
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         eventually(lambda: all(sum(counts) > 0 for counts in tally.values()), "every client connected once")
