@@ -15,7 +15,7 @@ from webhook.policy.podspecs import (
     iter_image_sites,
     pod_spec_path,
 )
-from webhook.policy.references import ImageRef, InvalidReference, parse_reference
+from webhook.policy.verdicts import ImageFault
 
 # A denial names every offending image, up to this many; the rest are counted.
 MAX_LISTED_VIOLATIONS = 20
@@ -24,14 +24,17 @@ MAX_LISTED_VIOLATIONS = 20
 @dataclass(frozen=True, slots=True)
 class Violation:
     site: ImageSite
-    problem: str
-    ref: ImageRef | None = None  # None when the reference does not parse
-    registry_denied: bool = False
+    fault: ImageFault
+
+    @property
+    def registry(self) -> str:
+        """For the violations metric: the registry, or "invalid" for a reference that does not parse."""
+        return self.fault.ref.registry if self.fault.ref is not None else "invalid"
 
     def __str__(self) -> str:
         where = f"{self.site.field} {quote(self.site.container, 63)}: image {quote(self.site.image)}"
-        normalised = f" ({self.ref})" if self.ref is not None else ""
-        return f"{where}{normalised} {self.problem}"
+        normalised = f" ({self.fault.ref})" if self.fault.ref is not None else ""
+        return f"{where}{normalised} {self.fault.problem}"
 
 
 def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
@@ -48,14 +51,15 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     except MalformedObject as exc:
         return invalid(f"cannot judge the images of {request.display_name}: {exc}")
     violations: list[Violation] = []
+    fault_of = policy.images.fault
     for site in sites:
         deadline.check()
-        violation = judge(site, policy)
-        if violation is not None:
-            violations.append(violation)
+        fault = fault_of(site.image)
+        if fault is not None:
+            violations.append(Violation(site, fault))
     if not violations:
         return allowed()
-    registries = [v.ref.registry if v.ref is not None else "invalid" for v in violations]
+    registries = [v.registry for v in violations]
     if policy.mode == "warn":
         return warned([f"policy would deny (warn mode): {v}" for v in violations], registries)
     return denied(denial_message(violations, policy), registries=registries)
@@ -75,22 +79,10 @@ def judged_sites(request: Request, spec_path: tuple[str, ...]) -> list[ImageSite
     return sites
 
 
-def judge(site: ImageSite, policy: Policy) -> Violation | None:
-    try:
-        ref = parse_reference(site.image)
-    except InvalidReference as exc:
-        return Violation(site, f"does not parse: {exc}")
-    if not policy.allowlist.allows(ref):
-        return Violation(site, "is not from an allowed registry", ref, registry_denied=True)
-    if policy.require_digest and ref.digest is None:
-        return Violation(site, "has no digest; this policy requires images pinned by digest (@sha256:...)", ref)
-    return None
-
-
 def denial_message(violations: list[Violation], policy: Policy) -> str:
     listed = "; ".join(str(v) for v in violations[:MAX_LISTED_VIOLATIONS])
     if len(violations) > MAX_LISTED_VIOLATIONS:
         listed += f"; and {len(violations) - MAX_LISTED_VIOLATIONS} more"
-    if any(v.registry_denied for v in violations):
+    if any(v.fault.registry_denied for v in violations):
         listed += f"; allowed: {policy.allowlist}"
     return listed

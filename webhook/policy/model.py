@@ -28,6 +28,7 @@ from webhook.policy.patterns import Allowlist, Pattern, PatternError, parse_patt
 from webhook.policy.podspecs import MalformedObject, pod_spec_path
 from webhook.policy.references import InvalidReference, parse_reference
 from webhook.policy.rewrite import RewriteError, Rewriter, RewriteRule, check_rules, parse_prefix, probes
+from webhook.policy.verdicts import ImageJudge
 
 Mode = Literal["enforce", "warn", "off"]
 DEFAULT_POLICY_SOURCE = "<embedded default policy>"
@@ -132,13 +133,15 @@ class Policy:
     sha256: str
     defaults: Defaults
     rewriter: Rewriter
+    images: ImageJudge  # allowlist and requireDigest applied to one image string, remembered
 
     @classmethod
     def compile(cls, spec: PolicySpec, source: str, raw: bytes) -> Policy:
         patterns: list[Pattern] = [parse_pattern(text) for text in spec.images.allow or []]
+        allowlist = Allowlist(patterns)
         policy = cls(
             mode=spec.images.mode,
-            allowlist=Allowlist(patterns),
+            allowlist=allowlist,
             require_digest=spec.images.requireDigest,
             exempt_namespaces=frozenset(spec.exemptNamespaces),
             failure_mode=spec.failureMode,
@@ -146,6 +149,7 @@ class Policy:
             sha256=hashlib.sha256(raw).hexdigest(),
             defaults=_compile_defaults(spec.defaults, source),
             rewriter=_compile_rewrite(spec.images.rewrite, source),
+            images=ImageJudge(allowlist, spec.images.requireDigest),
         )
         if policy.mode != "off":
             _refuse_results_breaking_rules(policy)

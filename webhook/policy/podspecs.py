@@ -9,8 +9,7 @@ object we cannot judge must never be silently allowed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
@@ -38,20 +37,24 @@ class MalformedObject(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True, slots=True)
-class ImageSite:
-    """One container image: ``field`` is its container's path, e.g. ``spec.containers[1]``."""
+class ImageSite(NamedTuple):
+    """One container image. A tuple, because a Pod of 100 containers builds 100 of them per
+    request, and its ``field`` (``spec.containers[1]``) is only spelt out for a message."""
 
-    field: str
+    prefix: str
+    list_name: str
+    position: int  # in its list (``index`` would hide tuple.index)
     container: str
     image: str
-    list_name: str
-    index: int
+
+    @property
+    def field(self) -> str:
+        return f"{self.prefix}.{self.list_name}[{self.position}]"
 
     @property
     def image_path(self) -> tuple[str | int, ...]:
         """The image as a path of keys, relative to the pod spec."""
-        return (self.list_name, self.index, "image")
+        return (self.list_name, self.position, "image")
 
 
 def pod_spec_path(group: str, kind: str) -> tuple[str, ...] | None:
@@ -79,19 +82,17 @@ def iter_image_sites(spec: Mapping[str, Any], prefix: str) -> Iterator[ImageSite
         containers = spec.get(list_name)
         if containers is None:
             continue
-        list_field = f"{prefix}.{list_name}"
         if not isinstance(containers, list):
-            raise MalformedObject(list_field, "is not a list")
+            raise MalformedObject(f"{prefix}.{list_name}", "is not a list")
         for index, container in enumerate(containers):
-            field = f"{list_field}[{index}]"
-            if not isinstance(container, dict):
-                raise MalformedObject(field, "is not an object")
+            if type(container) is not dict:
+                raise MalformedObject(f"{prefix}.{list_name}[{index}]", "is not an object")
             name = container.get("name", "")
             image = container.get("image")
-            if not isinstance(image, str):
+            if type(image) is not str:
                 problem = "has no image" if image is None else f"image is a {_json_type(image)}, not a string"
-                raise MalformedObject(field, problem)
-            yield ImageSite(field, name if isinstance(name, str) else str(name), image, list_name, index)
+                raise MalformedObject(f"{prefix}.{list_name}[{index}]", problem)
+            yield ImageSite(prefix, list_name, index, name if type(name) is str else str(name), image)
 
 
 def images_in(obj: Any, path: tuple[str, ...]) -> set[str]:

@@ -207,7 +207,7 @@ def rewrite_images(
         except InvalidReference as exc:  # e.g. a name too long once moved under a deeper prefix
             done.append(Rewritten(site, new, str(exc)))
             continue
-        spec[site.list_name][site.index]["image"] = new
+        spec[site.list_name][site.position]["image"] = new
         done.append(Rewritten(site, new))
     return done
 

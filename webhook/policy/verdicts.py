@@ -1,0 +1,60 @@
+"""What a policy says of one image string, worked out once per string and policy.
+
+The API server sends the same image strings again and again: every replica a ReplicaSet
+creates, every rollout, every update of an unrelated field. Parsing a reference and
+looking it up costs more than everything else a review of a large Pod does, so each
+compiled policy keeps its verdicts in a bounded map. A policy reload compiles a new policy
+and so starts an empty map. A flood of distinct images only empties the map now and then;
+it costs the uncached time, never memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from webhook.policy.patterns import Allowlist
+from webhook.policy.references import ImageRef, InvalidReference, parse_reference
+
+DEFAULT_CAPACITY = 4096
+NOT_ALLOWED = "is not from an allowed registry"
+NO_DIGEST = "has no digest; this policy requires images pinned by digest (@sha256:...)"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFault:
+    """Why an image is refused; ``ref`` is None when the string does not parse."""
+
+    problem: str
+    ref: ImageRef | None = None
+    registry_denied: bool = False
+
+
+class ImageJudge:
+    def __init__(self, allowlist: Allowlist, require_digest: bool, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.allowlist = allowlist
+        self.require_digest = require_digest
+        self.capacity = capacity
+        self._seen: dict[str, ImageFault | None] = {}
+
+    def fault(self, image: str) -> ImageFault | None:
+        """None when the image may run; else why not."""
+        try:
+            return self._seen[image]
+        except KeyError:
+            pass
+        fault = self._judge(image)
+        if len(self._seen) >= self.capacity:
+            self._seen.clear()
+        self._seen[image] = fault
+        return fault
+
+    def _judge(self, image: str) -> ImageFault | None:
+        try:
+            ref = parse_reference(image)
+        except InvalidReference as exc:
+            return ImageFault(f"does not parse: {exc}")
+        if not self.allowlist.allows(ref):
+            return ImageFault(NOT_ALLOWED, ref, registry_denied=True)
+        if self.require_digest and ref.digest is None:
+            return ImageFault(NO_DIGEST, ref)
+        return None
