@@ -17,10 +17,10 @@ from webhook import check_format
 from webhook.admission.chain import Admission, Target, admit
 from webhook.manifests import Manifest, Unreadable
 from webhook.policy.model import Policy
+from webhook.settings import DEFAULT_NAMESPACE
 
 Output = Literal["table", "json", "yaml"]
 USERNAME = "webhook-check"
-DEFAULT_NAMESPACE = "default"
 EXIT_DENIED = 1
 EXIT_UNREADABLE = 2
 

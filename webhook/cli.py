@@ -10,16 +10,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from webhook import __version__, check
+from webhook import __version__
 from webhook.certs import CA_VALIDITY, LEAF_VALIDITY, CertOptions, ca_bundle_base64, ensure_certificates
-from webhook.check import DEFAULT_NAMESPACE
 from webhook.kube import commands as kube_commands
 from webhook.kube.config import ConfigError
 from webhook.logs import configure_logging
-from webhook.manifests import read as read_manifests
 from webhook.pki import CertificateError, KeySpec
 from webhook.policy.model import PolicyError, load_policy
-from webhook.settings import DEFAULT_SERVICE, MIB, ServeSettings
+from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSettings
 
 EXIT_USAGE = 2
 
@@ -190,8 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("can-i", "register", "unregister", "audit"):
             return kube_commands.run(args, os.environ)
         if args.command == "check":
-            return check.run(read_manifests(args.paths, sys.stdin.buffer), load_policy(args.policy),
-                             output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr)
+            return _check(args)
     except (PolicyError, ConfigError, CertificateError) as exc:
         print(f"webhook: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -210,6 +207,14 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
             parser.error("--renew-before must be shorter than --leaf-validity, or every run re-issues")
         if args.leaf_validity > args.ca_validity:
             parser.error("--leaf-validity must not be longer than --ca-validity")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from webhook import check  # noqa: PLC0415 - like the server stack, only for its command
+    from webhook.manifests import read  # noqa: PLC0415
+
+    return check.run(read(args.paths, sys.stdin.buffer), load_policy(args.policy),
+                     output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> int:

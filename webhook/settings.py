@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from webhook.kube.registration import RegistrationOptions
 
 DEFAULT_SERVICE = "admission-webhook"
+# Where `webhook check` puts a namespaced object that names no namespace, as kubectl would.
+DEFAULT_NAMESPACE = "default"
 MIB = 1024 * 1024
 
 

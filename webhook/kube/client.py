@@ -25,11 +25,10 @@ import orjson
 
 from webhook import __version__
 from webhook.kube.auth import build_auth
-from webhook.kube.config import ClusterConfig
+from webhook.kube.config import DEFAULT_TIMEOUT, ClusterConfig
 
 log = logging.getLogger("webhook.kube")
 
-DEFAULT_TIMEOUT = 10.0
 RETRIABLE = frozenset({429, 500, 502, 503, 504})
 
 

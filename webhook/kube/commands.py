@@ -13,13 +13,10 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from webhook.kube import audit
 from webhook.kube.access import FEATURES, check, check_all, missing, needed_for, parse_permission, table
-from webhook.kube.apply import PermissionsMissing, register, unregister
-from webhook.kube.client import DEFAULT_TIMEOUT, KubeClient, KubeError
-from webhook.kube.config import ClusterConfig, ConfigError, in_cluster, load_config
+from webhook.kube.config import DEFAULT_TIMEOUT, ClusterConfig, ConfigError, in_cluster, load_config
 from webhook.kube.registration import (
     RegistrationError,
     RegistrationOptions,
@@ -31,6 +28,12 @@ from webhook.kube.registration import (
 )
 from webhook.policy.model import PolicyError, load_policy
 from webhook.settings import DEFAULT_SERVICE
+
+if TYPE_CHECKING:
+    from webhook.kube.client import KubeClient
+
+# The client (httpx) and what uses it are imported when a command runs, not when the
+# parser is built: `serve` builds the same parser, and a worker should not carry them.
 
 EXIT_NO = 1  # can-i said no; register lacks a permission
 EXIT_USAGE = 2  # a flag or the kubeconfig is wrong
@@ -191,6 +194,9 @@ def serve_cluster(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run one cluster command; every failure becomes one ``webhook: error:`` line and an exit code."""
+    from webhook.kube.apply import PermissionsMissing  # noqa: PLC0415 - see the note at the top
+    from webhook.kube.client import KubeError  # noqa: PLC0415
+
     try:
         if args.command == "can-i":
             return _can_i(args, environ)
@@ -237,6 +243,8 @@ def _register(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.dry_run:
         sys.stdout.write(to_yaml(configurations))
         return 0
+    from webhook.kube.apply import register  # noqa: PLC0415
+
     with _client(args, environ) as client:
         for outcome in register(client, configurations):
             print(outcome)
@@ -244,6 +252,8 @@ def _register(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from webhook.kube import audit  # noqa: PLC0415
+
     policy = load_policy(args.policy)
     stop = threading.Event()
 
@@ -267,6 +277,8 @@ def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _unregister(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from webhook.kube.apply import unregister  # noqa: PLC0415
+
     with _client(args, environ) as client:
         for outcome in unregister(client, args.name):
             print(outcome)
@@ -289,6 +301,8 @@ def _options(args: argparse.Namespace) -> RegistrationOptions:
 
 
 def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> KubeClient:
+    from webhook.kube.client import KubeClient  # noqa: PLC0415
+
     config: ClusterConfig = load_config(args.kubeconfig, args.context, environ)
     return KubeClient(config, timeout=args.request_timeout)
 

@@ -22,6 +22,8 @@ import yaml
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+# Seconds a call to the API server may take; the default of --request-timeout.
+DEFAULT_TIMEOUT = 10.0
 
 
 class ConfigError(Exception):

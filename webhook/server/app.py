@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import FastAPI, Request
@@ -23,7 +24,6 @@ from webhook.admission.deadline import Deadline, budget
 from webhook.admission.review import ReviewError, decode_review, encode_response
 from webhook.admission.webhook import MUTATING, VALIDATING, Webhook
 from webhook.certs import CertFiles
-from webhook.kube.monitor import ClusterMonitor
 from webhook.pki import CertificateError
 from webhook.policy.model import Policy, load_policy
 from webhook.server.clientauth import ClientCertificateGate
@@ -33,6 +33,9 @@ from webhook.server.telemetry import Telemetry
 from webhook.server.tls import rfc3339 as _rfc3339
 from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
+
+if TYPE_CHECKING:  # the cluster stack (httpx and all) is imported only when a cluster is configured
+    from webhook.kube.monitor import ClusterMonitor
 
 log = logging.getLogger("webhook.server")
 
@@ -319,6 +322,8 @@ def rfc3339(moment: dt.datetime | None) -> str | None:
 def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telemetry) -> ClusterMonitor | None:
     if settings.cluster is None:
         return None
+    from webhook.kube.monitor import ClusterMonitor  # noqa: PLC0415 - see the TYPE_CHECKING import
+
     monitor = ClusterMonitor(
         settings.cluster, interval=settings.permission_check_interval, timeout=settings.request_timeout,
         registration=settings.registration, ca_file=files.ca_crt, on_permissions=telemetry.permissions_checked,

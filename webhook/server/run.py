@@ -8,14 +8,13 @@ import os
 import socket
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
 from webhook import __version__
 from webhook.certs import CertFiles, ensure_certificates, read_certificate
-from webhook.kube.monitor import connect_at_start
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
 from webhook.server.app import ServerState, create_app, create_probe_app
@@ -27,6 +26,9 @@ from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
 from webhook.server.tls import uvicorn_factory
 from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from webhook.kube.config import ClusterConfig
 
 log = logging.getLogger("webhook.server")
 # In-flight requests get this long after the drain; the API server's own timeout is at most 30 s.
@@ -70,6 +72,7 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
         access_log=settings.access_log,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # the API server calls us directly: X-Forwarded-* is never to be trusted
         timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=IN_FLIGHT_GRACE_SECONDS,
     )
@@ -79,7 +82,7 @@ def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
     return uvicorn.Config(
         app=app or _unused, host=settings.host, port=settings.probe_port,
         http=WebhookHttpProtocol.configured(settings.request_read_timeout), loop="uvloop",
-        lifespan="off", access_log=False, log_config=None, server_header=False,
+        lifespan="off", access_log=False, log_config=None, server_header=False, proxy_headers=False,
     )
 
 
@@ -97,6 +100,13 @@ def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> N
     server.run(sockets=[listeners.https] if listeners else None)
 
 
+def _connect_at_start(cluster: ClusterConfig, **options: Any) -> bool:
+    """The cluster stack (httpx and all) is imported only when a cluster is configured."""
+    from webhook.kube.monitor import connect_at_start  # noqa: PLC0415
+
+    return connect_at_start(cluster, **options)
+
+
 async def _unused(scope: object, receive: object, send: object) -> None:
     """A placeholder app for configs that only bind sockets."""
 
@@ -112,7 +122,7 @@ def serve(settings: ServeSettings) -> int:
     files = prepare_certificates(settings)
     ServingTLS.from_settings(settings).check()  # an unusable pair or client CA: CertificateError, nothing bound
     raise_open_file_limit()
-    if settings.cluster is not None and not connect_at_start(
+    if settings.cluster is not None and not _connect_at_start(
         settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
         registration=settings.registration, ca_file=files.ca_crt,
     ):

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from webhook.admission.review import Request, Response
-from webhook.kube.access import Access
 from webhook.policy.model import Policy
+
+if TYPE_CHECKING:
+    from webhook.kube.access import Access
 
 log = logging.getLogger("webhook.admission")
 
