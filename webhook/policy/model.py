@@ -162,11 +162,12 @@ class Policy:
         except InvalidReference as exc:
             return f"does not parse: {exc}"
         ref = self.rewriter.rewrite(ref) or ref
-        if not self.allowlist.allows(ref):
+        fault = self.images.judge_ref(ref)
+        if fault is None:
+            return None
+        if fault.registry_denied:
             return f"{ref} is not allowed by images.allow ({self.allowlist})"
-        if self.require_digest and ref.digest is None:
-            return "has no digest, and images.requireDigest is true"
-        return None
+        return "has no digest, and images.requireDigest is true"
 
 
 def _compile_rewrite(specs: list[RewriteSpec], source: str) -> Rewriter:

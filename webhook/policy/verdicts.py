@@ -53,6 +53,10 @@ class ImageJudge:
             ref = parse_reference(image)
         except InvalidReference as exc:
             return ImageFault(f"does not parse: {exc}")
+        return self.judge_ref(ref)
+
+    def judge_ref(self, ref: ImageRef) -> ImageFault | None:
+        """The allowlist and digest rules for a reference already parsed (and perhaps rewritten)."""
         if not self.allowlist.allows(ref):
             return ImageFault(NOT_ALLOWED, ref, registry_denied=True)
         if self.require_digest and ref.digest is None:
