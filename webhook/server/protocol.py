@@ -21,6 +21,10 @@ An idle connection has nothing in flight, so aborting it loses nothing. A client
 slow is aborted for the same reason: waiting for its close_notify would hand it the socket for
 another 30 s.
 
+uvicorn forgets to cancel its keep-alive timer when a connection ends with an error (a reset,
+say), and the timer holds the whole connection, about 50 KB with TLS, until it fires; so it is
+cancelled here however the connection ends.
+
 uvicorn does not tell the app who the client is over TLS; the client certificate check needs
 it, so the connection's TLS facts are worked out once, at connection time, and put in each
 request's ``scope["extensions"]["tls"]`` as the ASGI TLS extension describes.
@@ -72,6 +76,9 @@ class WebhookHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
+        # uvicorn cancels its keep-alive timer only when exc is None. After a reset the timer kept
+        # this protocol, its TLS buffers and the last request alive for the whole keep-alive timeout.
+        self._unset_keepalive_if_required()
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
