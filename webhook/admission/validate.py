@@ -19,6 +19,9 @@ from webhook.policy.verdicts import ImageFault
 
 # A denial names every offending image, up to this many; the rest are counted.
 MAX_LISTED_VIOLATIONS = 20
+# The deadline is checked before every this many images: an uncached image takes about 1 µs to
+# judge, and a cached one less than reading the clock does.
+DEADLINE_EVERY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,9 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
         return invalid(f"cannot judge the images of {request.display_name}: {exc}")
     violations: list[Violation] = []
     fault_of = policy.images.fault
-    for site in sites:
-        deadline.check()
+    for position, site in enumerate(sites):
+        if not position % DEADLINE_EVERY:
+            deadline.check()
         fault = fault_of(site.image)
         if fault is not None:
             violations.append(Violation(site, fault))

@@ -57,6 +57,11 @@ class ImageSite(NamedTuple):
         return (self.list_name, self.position, "image")
 
 
+# ImageSite(...) runs the generated Python __new__; tuple.__new__ builds the same tuple in C, in
+# half the time, which a 50-container Pod notices (judged on every review).
+_new_site = tuple.__new__
+
+
 def pod_spec_path(group: str, kind: str) -> tuple[str, ...] | None:
     return POD_SPEC_PATHS.get((group, kind))
 
@@ -92,7 +97,7 @@ def iter_image_sites(spec: Mapping[str, Any], prefix: str) -> Iterator[ImageSite
             if type(image) is not str:
                 problem = "has no image" if image is None else f"image is a {_json_type(image)}, not a string"
                 raise MalformedObject(f"{prefix}.{list_name}[{index}]", problem)
-            yield ImageSite(prefix, list_name, index, name if type(name) is str else str(name), image)
+            yield _new_site(ImageSite, (prefix, list_name, index, name if type(name) is str else str(name), image))
 
 
 def images_in(obj: Any, path: tuple[str, ...]) -> set[str]:
