@@ -125,8 +125,6 @@ class Policy:
     """The compiled policy: everything a request needs is built once, here."""
 
     mode: Mode
-    allowlist: Allowlist
-    require_digest: bool
     exempt_namespaces: frozenset[str]
     failure_mode: Literal["deny", "allow"]
     source: str
@@ -135,21 +133,26 @@ class Policy:
     rewriter: Rewriter
     images: ImageJudge  # allowlist and requireDigest applied to one image string, remembered
 
+    @property
+    def allowlist(self) -> Allowlist:
+        return self.images.allowlist
+
+    @property
+    def require_digest(self) -> bool:
+        return self.images.require_digest
+
     @classmethod
     def compile(cls, spec: PolicySpec, source: str, raw: bytes) -> Policy:
         patterns: list[Pattern] = [parse_pattern(text) for text in spec.images.allow or []]
-        allowlist = Allowlist(patterns)
         policy = cls(
             mode=spec.images.mode,
-            allowlist=allowlist,
-            require_digest=spec.images.requireDigest,
             exempt_namespaces=frozenset(spec.exemptNamespaces),
             failure_mode=spec.failureMode,
             source=source,
             sha256=hashlib.sha256(raw).hexdigest(),
             defaults=_compile_defaults(spec.defaults, source),
             rewriter=_compile_rewrite(spec.images.rewrite, source),
-            images=ImageJudge(allowlist, spec.images.requireDigest),
+            images=ImageJudge(Allowlist(patterns), spec.images.requireDigest),
         )
         if policy.mode != "off":
             _refuse_results_breaking_rules(policy)

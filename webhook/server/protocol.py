@@ -76,9 +76,7 @@ class WebhookHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
-        # uvicorn cancels its keep-alive timer only when exc is None. After a reset the timer kept
-        # this protocol, its TLS buffers and the last request alive for the whole keep-alive timeout.
-        self._unset_keepalive_if_required()
+        self._unset_keepalive_if_required()  # uvicorn does this only when exc is None: see above
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
