@@ -79,10 +79,12 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
 
 
 def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
+    # The same access_log as the HTTPS port: uvicorn's access logger is process-wide, and a config
+    # with access_log=False strips its handlers, which would silence --access-log everywhere.
     return uvicorn.Config(
         app=app or _unused, host=settings.host, port=settings.probe_port,
         http=WebhookHttpProtocol.configured(settings.request_read_timeout), loop="uvloop",
-        lifespan="off", access_log=False, log_config=None, server_header=False, proxy_headers=False,
+        lifespan="off", access_log=settings.access_log, log_config=None, server_header=False, proxy_headers=False,
     )
 
 
