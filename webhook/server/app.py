@@ -29,6 +29,7 @@ from webhook.policy.model import Policy, load_policy
 from webhook.server.clientauth import ClientCertificateGate
 from webhook.server.lifecycle import Lifecycle
 from webhook.server.policy_reload import PolicyReloader
+from webhook.server.protocol import Direct
 from webhook.server.telemetry import Telemetry
 from webhook.server.tls import rfc3339 as _rfc3339
 from webhook.server.tls_reload import ServingTLS
@@ -116,11 +117,15 @@ def status_response(code: int, message: str, *, close: bool = False) -> Response
 
 
 class ReviewRoute:
-    """``POST /validate`` or ``/mutate`` as a bare ASGI app: the hot path of the server.
+    """``POST /validate`` or ``/mutate``: the hot path of the server.
 
     It settles everything HTTP about a review (method, Content-Type, size, the envelope) and
     nothing else, without the framework's routing, middleware and dependency machinery, which
     cost more per request than our whole decision does. FastAPI serves every other path.
+
+    Usually the protocol calls ``refusal`` and ``answer`` itself, as soon as the body is in
+    (``protocol.py``). Whatever it leaves to ASGI (a refused request, a chunked body, a request
+    pipelined behind another) comes through ``__call__``, which answers by the same two methods.
     """
 
     def __init__(self, webhook: Webhook, state: ServerState, settings: ServeSettings) -> None:
@@ -129,31 +134,49 @@ class ReviewRoute:
         self.limit = settings.max_body_bytes
         self.eval_timeout = settings.eval_timeout
 
+    def refusal(self, content_type: bytes, declared: bytes | None) -> HTTPProblem | None:
+        """What is wrong with a review's headers, before any of its body is read; None if nothing."""
+        if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            shown = content_type.decode("latin-1") or "none"
+            return HTTPProblem(415, f"Content-Type must be {JSON}, got {shown!r}")
+        if declared is not None:
+            if not declared.isdigit():
+                return HTTPProblem(400, "Content-Length is not a number", close=True)
+            if int(declared) > self.limit:
+                return HTTPProblem(413, f"body of {int(declared)} bytes exceeds the limit of {self.limit} bytes",
+                                   close=True)
+        return None
+
+    def answer(self, query: bytes, body: bytes, started: float) -> tuple[int, bytes]:
+        """The status and body for a whole request body: 200 with a review, or 400."""
+        telemetry = self.state.telemetry
+        telemetry.inflight.inc()
+        try:
+            try:
+                review = decode_review(body)
+            except ReviewError as exc:
+                return 400, status_body(400, str(exc))
+            policy = self.state.policy  # one policy for the whole request, even if a reload lands meanwhile
+            seconds = budget(_timeout_param(query), self.eval_timeout, DEADLINE_MARGIN_SECONDS)
+            decision = self.webhook.review(review, policy, Deadline.after(seconds, started))
+            answer = encode_response(review, decision, mutating=self.webhook.mutating)
+            telemetry.observe(self.webhook.name, review, decision, policy, time.monotonic() - started)
+            return 200, answer
+        finally:
+            telemetry.inflight.dec()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         if scope["method"] != "POST":
             await _send(send, 405, status_body(405, "Method Not Allowed"), extra=((b"allow", b"POST"),))
             return
-        telemetry = self.state.telemetry
-        telemetry.inflight.inc()
         try:
-            try:
-                body = await self._read_body(scope, receive)
-                review = decode_review(body)
-            except HTTPProblem as problem:
-                await _send(send, problem.code, status_body(problem.code, problem.message), close=problem.close)
-                return
-            except ReviewError as exc:
-                await _send(send, 400, status_body(400, str(exc)))
-                return
-            policy = self.state.policy  # one policy for the whole request, even if a reload lands meanwhile
-            seconds = budget(_timeout_param(scope["query_string"]), self.eval_timeout, DEADLINE_MARGIN_SECONDS)
-            decision = self.webhook.review(review, policy, Deadline.after(seconds, started))
-            answer = encode_response(review, decision, mutating=self.webhook.mutating)
-            await _send(send, 200, answer)
-            telemetry.observe(self.webhook.name, review, decision, policy, time.monotonic() - started)
-        finally:
-            telemetry.inflight.dec()
+            body = await self._read_body(scope, receive)
+        except HTTPProblem as problem:
+            await _send(send, problem.code, status_body(problem.code, problem.message), close=problem.close)
+            return
+        status, answer = self.answer(scope["query_string"], body, started)
+        await _send(send, status, answer)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """Read at most ``limit`` bytes: an announced excess is refused before reading anything."""
@@ -164,15 +187,9 @@ class ReviewRoute:
                 content_type = value
             elif name == b"content-length":
                 declared = value
-        if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
-            shown = content_type.decode("latin-1") or "none"
-            raise HTTPProblem(415, f"Content-Type must be {JSON}, got {shown!r}")
-        if declared is not None:
-            if not declared.isdigit():
-                raise HTTPProblem(400, "Content-Length is not a number", close=True)
-            if int(declared) > self.limit:
-                raise HTTPProblem(413, f"body of {int(declared)} bytes exceeds the limit of {self.limit} bytes",
-                                  close=True)
+        problem = self.refusal(content_type, declared)
+        if problem is not None:
+            raise problem
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -223,16 +240,18 @@ async def _send(send: Send, status: int, body: bytes, *, close: bool = False,
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: ServeSettings, state: ServerState) -> ASGIApp:
-    """The HTTPS app: the two webhooks on the fast path, and FastAPI for the probe paths."""
+def create_app(settings: ServeSettings, state: ServerState) -> tuple[ASGIApp, Direct]:
+    """The HTTPS app, and the review routes the protocol answers without it (``protocol.Direct``)."""
     fallback = _bare_app()
     _add_probes(fallback, state)
     routes = {"/validate": ReviewRoute(VALIDATING, state, settings), "/mutate": ReviewRoute(MUTATING, state, settings)}
     app: ASGIApp = AdmissionApp(routes, fallback)
+    direct = Direct({path.encode(): route for path, route in routes.items()})
     if settings.client_ca is not None:
         # Every path on the HTTPS port, probes included (fine-print.md); the probe port stays open.
-        app = ClientCertificateGate(app, allowed=settings.client_allow_names)
-    return app
+        gate = ClientCertificateGate(app, allowed=settings.client_allow_names)
+        app, direct = gate, Direct(direct.routes, admits=gate.admits)
+    return app, direct
 
 
 def create_probe_app(state: ServerState) -> FastAPI:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import orjson
 from cryptography import x509
@@ -45,17 +45,27 @@ class ClientCertificateGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
-        if not chain:
-            await _refuse(send, "a client certificate is required")
+        problem = self.refusal(scope.get("extensions", {}).get("tls"))
+        if problem is not None:
+            await _refuse(send, problem)
             return
+        await self.app(scope, receive, send)
+
+    def refusal(self, tls: Mapping[object, object] | None) -> str | None:
+        """Why a connection with these TLS facts (the ASGI TLS extension) is refused; None if it is not."""
+        chain = (tls or {}).get("client_cert_chain") or []
+        if not chain:
+            return "a client certificate is required"
         if self.allowed:
-            cns, dns = client_names(chain[0])
+            cns, dns = client_names(chain[0])  # type: ignore[index]
             if not (cns & self.allowed or dns & self._allowed_dns):
                 self._log_once(cns, dns)
-                await _refuse(send, "the client certificate's names are not allowed")
-                return
-        await self.app(scope, receive, send)
+                return "the client certificate's names are not allowed"
+        return None
+
+    def admits(self, tls: Mapping[object, object] | None) -> bool:
+        """For the protocol's direct routes: a refused connection is left to ``__call__`` to answer."""
+        return self.refusal(tls) is None
 
     def _log_once(self, cns: frozenset[str], dns: frozenset[str]) -> None:
         who = f"CN={sorted(cns)} DNS={sorted(dns)}"

@@ -20,7 +20,7 @@ from webhook.policy.model import load_policy
 from webhook.server.app import ServerState, create_app, create_probe_app
 from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.limits import raise_open_file_limit
-from webhook.server.protocol import WebhookHttpProtocol
+from webhook.server.protocol import Direct, WebhookHttpProtocol
 from webhook.server.supervisor import supervise
 from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
 from webhook.server.tls import uvicorn_factory
@@ -57,7 +57,8 @@ class Listeners:
     metrics_dir: str  # prometheus-client multiprocess files
 
 
-def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | None = None) -> uvicorn.Config:
+def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | None = None,
+                 direct: Direct | None = None) -> uvicorn.Config:
     files = CertFiles(settings.cert_dir)
     return uvicorn.Config(
         app=app or _unused,
@@ -66,7 +67,7 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
         # The worker's reloading TLS; a fixed pair only where the config just binds the socket.
         ssl_context_factory=tls.uvicorn_factory if tls else functools.partial(
             uvicorn_factory, files.tls_crt, files.tls_key),
-        http=WebhookHttpProtocol.configured(settings.request_read_timeout),
+        http=WebhookHttpProtocol.configured(settings.request_read_timeout, direct=direct),
         loop="uvloop",
         lifespan="off",
         access_log=settings.access_log,
@@ -95,8 +96,9 @@ def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> N
     tls = ServingTLS.from_settings(settings)
     state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir if listeners else None), tls)
     probe = probe_config(settings, create_probe_app(state)) if settings.probe_port else None
+    app, direct = create_app(settings, state)
     server = DrainingServer(
-        https_config(settings, create_app(settings, state), tls), lifecycle, settings.drain_seconds,
+        https_config(settings, app, tls, direct), lifecycle, settings.drain_seconds,
         probe=probe, probe_sockets=[listeners.probe] if listeners and listeners.probe else None,
     )
     server.run(sockets=[listeners.https] if listeners else None)
