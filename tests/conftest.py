@@ -28,10 +28,17 @@ SERVICE_HOST = f"{SERVICE}.{SERVICE}.svc"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: each socket is held until all are chosen, so the kernel cannot hand
+    out one port twice (it did, and a server's probe port collided with its HTTPS port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class ApiServerClient:
@@ -81,8 +88,7 @@ class ServerProcess:
     def __init__(self, args: list[str], cert_dir: Path, log_path: Path, *,
                  executable: list[str] | None = None, cwd: Path = REPO,
                  client_cert: tuple[Path, Path] | None = None) -> None:
-        self.port = free_port()
-        self.probe_port = free_port()
+        self.port, self.probe_port = free_ports(2)
         self.cert_dir = cert_dir
         self.log_path = log_path
         self.client_cert = client_cert
