@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.reviews import WORKLOADS, container, fixture, pod_create, pod_review, pod_spec, review, workload
 from webhook.admission.deadline import NEVER, Deadline
@@ -15,6 +17,7 @@ from webhook.admission.review import Request, Response, decode_review
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
 from webhook.policy.model import Policy, load_policy, parse_policy
+from webhook.policy.podspecs import CONTAINER_LISTS
 
 DEFAULT = load_policy(None)
 ALLOWED_LIST = "allowed: registry.k8s.io, docker.io/library/*, ghcr.io/*, quay.io/*"
@@ -202,3 +205,35 @@ def test_the_readme_shows_the_real_kubectl_run_denial() -> None:
     pod = workload("Pod", {"containers": [container("evil", "evil.example.com/x")]}, name="evil", namespace="default")
     answer = decide(review(pod))
     assert answer.message == shown
+
+
+IMAGE_POOL = ["nginx", "nginx:1.27", "quay.io/app/x:1", "ghcr.io/acme/api@sha256:" + "a" * 64, "evil.io/miner:1",
+              "docker.io/acmeevil/x", "Bad/Image:1", "", "registry.k8s.io.evil.com/pause"]
+odd_container = st.sampled_from([{"name": "odd"}, {"name": "odd", "image": 5}, {"name": "odd", "image": ["x"]}, "x"])
+some_containers = st.lists(st.one_of(st.sampled_from(IMAGE_POOL).map(lambda image: container("c", image)),
+                                     odd_container), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs=st.lists(st.fixed_dictionaries({}, optional={"containers": some_containers,
+                                                          "initContainers": some_containers,
+                                                          "ephemeralContainers": some_containers}),
+                      min_size=1, max_size=6),
+       operation=st.sampled_from(["CREATE", "UPDATE"]))
+def test_images_judged_before_get_the_answer_they_got_then(specs: list[dict[str, Any]], operation: str) -> None:
+    """A policy remembers verdicts, and a Pod whose images it all allowed before skips judging:
+    every answer must equal a fresh policy's, and allow exactly when no image has a fault."""
+    warm = policy("images: {allow: [nginx, quay.io/*, ghcr.io/acme/*]}")
+    for spec in specs:
+        old = workload("Pod", {}) if operation == "UPDATE" else None
+        body = review(workload("Pod", spec), operation=operation, old=old)
+        fresh = policy("images: {allow: [nginx, quay.io/*, ghcr.io/acme/*]}")
+        answer = decide(body, warm)
+        assert answer == decide(body, fresh)
+        assert answer == decide(body, warm)  # now every well-formed image has a verdict
+        containers = [c for name in CONTAINER_LISTS for c in spec.get(name, [])]
+        if all(type(c) is dict and type(c.get("image")) is str for c in containers):
+            images = [c["image"] for c in containers]
+            assert answer.allowed == all(fresh.images.fault(image) is None for image in images)
+        else:
+            assert (answer.allowed, answer.code) == (False, 422)

@@ -13,6 +13,7 @@ from webhook.policy.podspecs import (
     find_pod_spec,
     images_in,
     iter_image_sites,
+    plain_images,
     pod_spec_path,
 )
 from webhook.policy.verdicts import ImageFault
@@ -49,6 +50,8 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     spec_path = pod_spec_path(request.group, request.kind)
     if spec_path is None:
         return allowed()
+    if known_allowed(request, spec_path, policy):
+        return allowed()
     try:
         sites = judged_sites(request, spec_path)
     except MalformedObject as exc:
@@ -67,6 +70,23 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     if policy.mode == "warn":
         return warned([f"policy would deny (warn mode): {v}" for v in violations], registries)
     return denied(denial_message(violations, policy), registries=registries)
+
+
+def known_allowed(request: Request, spec_path: tuple[str, ...], policy: Policy) -> bool:
+    """Every image is well formed and was allowed before: nothing to judge, nothing to report.
+
+    A Pod's images are mostly ones the policy has seen (every replica, every rollout), and
+    building a site per container costs more than looking its image up. Anything else, an
+    image not seen yet, a fault or an odd shape, is judged in full below.
+    """
+    try:
+        spec = find_pod_spec(request.object, spec_path)
+    except MalformedObject:
+        return False
+    if spec is None:
+        return False
+    images = plain_images(spec)
+    return images is not None and policy.images.known_allowed(images)
 
 
 def judged_sites(request: Request, spec_path: tuple[str, ...]) -> list[ImageSite]:

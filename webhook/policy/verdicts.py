@@ -18,6 +18,7 @@ from webhook.policy.references import ImageRef, InvalidReference, parse_referenc
 DEFAULT_CAPACITY = 4096
 NOT_ALLOWED = "is not from an allowed registry"
 NO_DIGEST = "has no digest; this policy requires images pinned by digest (@sha256:...)"
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,11 @@ class ImageJudge:
             self._seen.clear()
         self._seen[image] = fault
         return fault
+
+    def known_allowed(self, images: list[str]) -> bool:
+        """True when every image was judged before and may run; judges nothing new."""
+        seen = self._seen
+        return all(seen.get(image, _UNKNOWN) is None for image in images)
 
     def _judge(self, image: str) -> ImageFault | None:
         try:
