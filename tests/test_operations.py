@@ -179,3 +179,26 @@ def test_budget_keeps_a_margin_and_the_cap() -> None:
     assert budget("200ms", 2.0, 0.5) == 0.1  # never more than half of a short timeout as margin
     assert budget(None, 2.0, 0.5) == 2.0
     assert budget("garbage", 2.0, 0.5) == 2.0
+
+
+def test_a_flood_of_kinds_is_counted_in_full_under_a_bounded_set_of_labels(start_server: Any) -> None:
+    """Kinds come from requests: the first 100 get their own label, the rest and any odd one
+    count as "other", the same way each time a kind comes back."""
+    kinds = [f"Widget{i}" for i in range(130)] + ["not-a-Kind"]
+    with start_server() as server:
+        client = server.client()
+        for _ in range(2):
+            for kind in kinds:
+                widget = review({"kind": kind, "metadata": {"name": "w"}}, kind=kind)
+                assert client.review("/validate", widget)["allowed"]
+        client.close()
+        time.sleep(0.2)
+        text = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+    requests = "webhook_admission_requests_total"
+    labels = dict(webhook="validate", operation="CREATE", decision="allowed", mode="enforce")
+    counted = {kind: metric(text, requests, kind=kind, **labels) for kind in [*kinds, "other"]}
+    assert all(counted[f"Widget{i}"] == 2 for i in range(100))
+    assert all(counted[f"Widget{i}"] == 0 for i in range(100, 130))
+    assert counted["not-a-Kind"] == 0
+    assert counted["other"] == 2 * 31
+    assert sum(counted.values()) == 2 * len(kinds)
