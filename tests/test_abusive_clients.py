@@ -49,8 +49,8 @@ def request_bytes(body: bytes, *, path: str = "/validate?timeout=10s", extra: by
             f"Content-Length: {len(body)}\r\n").encode() + extra + b"\r\n" + body
 
 
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """One HTTP/1.1 response with a Content-Length, read to its end."""
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """A response's status line and headers (lower-cased), and whatever of its body came with them."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -58,13 +58,24 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
             raise ConnectionError(f"closed before a whole response: {data[:200]!r}")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    return head.lower(), body
+
+
+def read_whole(sock: socket.socket) -> tuple[bytes, bytes]:
+    """A response's head (lower-cased) and its whole body, by its Content-Length."""
+    head, body = read_head(sock)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("closed in the middle of a response body")
         body += chunk
+    return head, body
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length, read to its end: its status and body."""
+    head, body = read_whole(sock)
     return int(head.split(b" ", 2)[1]), body
 
 

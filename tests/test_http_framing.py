@@ -22,7 +22,14 @@ import pytest
 
 from tests.conftest import SERVICE_HOST, ServerProcess
 from tests.reviews import pod_review, project, review
-from tests.test_abusive_clients import closed_by_peer, read_response, request_bytes, tls_socket
+from tests.test_abusive_clients import (
+    closed_by_peer,
+    read_head,
+    read_response,
+    read_whole,
+    request_bytes,
+    tls_socket,
+)
 from tests.tlsutil import wait_for_log
 
 DENIED_IMAGE = "evil.example.com/miner:1"
@@ -30,30 +37,6 @@ DENIED_IMAGE = "evil.example.com/miner:1"
 
 def body_of(uid: str, *images: str) -> bytes:
     return orjson.dumps(pod_review(*(images or ("nginx",)), uid=uid))
-
-
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """A response's status line and headers (lower-cased), and whatever of its body came with them."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a whole head: {data[:200]!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.lower(), rest
-
-
-def read_whole(sock: socket.socket) -> tuple[bytes, bytes]:
-    """A response's head (lower-cased) and its whole body, by its Content-Length."""
-    head, body = read_head(sock)
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed in the middle of a response body")
-        body += chunk
-    return head, body
 
 
 def verdict(body: bytes) -> tuple[str, bool]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from webhook.admission.deadline import Deadline
 from webhook.admission.review import Request, Response, allowed, denied, invalid, quote, warned
@@ -50,10 +52,16 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     spec_path = pod_spec_path(request.group, request.kind)
     if spec_path is None:
         return allowed()
-    if known_allowed(request, spec_path, policy):
-        return allowed()
     try:
-        sites = judged_sites(request, spec_path)
+        spec = pod_spec(request, spec_path)
+        if spec is None:
+            return allowed()
+        # Mostly the images are ones the policy allowed before (every replica, every rollout), and
+        # looking them up costs less than building a site per container; anything else is judged.
+        images = plain_images(spec)
+        if images is not None and policy.images.known_allowed(images):
+            return allowed()
+        sites = judged_sites(request, spec, spec_path)
     except MalformedObject as exc:
         return invalid(f"cannot judge the images of {request.display_name}: {exc}")
     violations: list[Violation] = []
@@ -72,30 +80,14 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     return denied(denial_message(violations, policy), registries=registries)
 
 
-def known_allowed(request: Request, spec_path: tuple[str, ...], policy: Policy) -> bool:
-    """Every image is well formed and was allowed before: nothing to judge, nothing to report.
-
-    A Pod's images are mostly ones the policy has seen (every replica, every rollout), and
-    building a site per container costs more than looking its image up. Anything else, an
-    image not seen yet, a fault or an odd shape, is judged in full below.
-    """
-    try:
-        spec = find_pod_spec(request.object, spec_path)
-    except MalformedObject:
-        return False
-    if spec is None:
-        return False
-    images = plain_images(spec)
-    return images is not None and policy.images.known_allowed(images)
-
-
-def judged_sites(request: Request, spec_path: tuple[str, ...]) -> list[ImageSite]:
-    """Image sites of the object that need judging: on UPDATE, only new or changed images."""
+def pod_spec(request: Request, spec_path: tuple[str, ...]) -> Mapping[str, Any] | None:
     if request.object is None:
         raise MalformedObject("object", f"is missing on {request.operation}")
-    spec = find_pod_spec(request.object, spec_path)
-    if spec is None:
-        return []
+    return find_pod_spec(request.object, spec_path)
+
+
+def judged_sites(request: Request, spec: Mapping[str, Any], spec_path: tuple[str, ...]) -> list[ImageSite]:
+    """Image sites of the object that need judging: on UPDATE, only new or changed images."""
     sites = list(iter_image_sites(spec, ".".join(spec_path)))
     if request.operation == "UPDATE" and request.old_object is not None:
         already_running = images_in(request.old_object, spec_path)

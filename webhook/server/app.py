@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -134,8 +135,15 @@ class ReviewRoute:
         self.limit = settings.max_body_bytes
         self.eval_timeout = settings.eval_timeout
 
-    def refusal(self, content_type: bytes, declared: bytes | None) -> HTTPProblem | None:
+    def refusal(self, headers: Iterable[tuple[bytes, bytes]]) -> HTTPProblem | None:
         """What is wrong with a review's headers, before any of its body is read; None if nothing."""
+        content_type = b""
+        declared: bytes | None = None
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
         if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
             shown = content_type.decode("latin-1") or "none"
             return HTTPProblem(415, f"Content-Type must be {JSON}, got {shown!r}")
@@ -180,14 +188,7 @@ class ReviewRoute:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """Read at most ``limit`` bytes: an announced excess is refused before reading anything."""
-        content_type = b""
-        declared: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                declared = value
-        problem = self.refusal(content_type, declared)
+        problem = self.refusal(scope["headers"])
         if problem is not None:
             raise problem
         chunks: list[bytes] = []

@@ -61,10 +61,12 @@ DEFAULT_READ_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 64 * 1024
 # How long a refused client gets to read its 431 before the connection is cut.
 REFUSAL_GRACE_SECONDS = 1.0
+# A review with any of these headers is left to ASGI, which knows what each asks for.
+NOT_PLAIN = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
 
 class DirectRoute(Protocol):
-    def refusal(self, content_type: bytes, declared: bytes | None) -> object | None:
+    def refusal(self, headers: list[tuple[bytes, bytes]]) -> object | None:
         """Not None when the headers are wrong: ASGI then answers the request."""
 
     def answer(self, query: bytes, body: bytes, started: float) -> tuple[int, bytes]:
@@ -186,16 +188,11 @@ class WebhookHttpProtocol(HttpToolsProtocol):
         route = self._direct_routes.get(url.path)
         if route is None:
             return False
-        content_type, declared = b"", None
-        for name, value in self.headers:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                declared = value
-            elif name in (b"expect", b"transfer-encoding", b"upgrade"):
-                return False
-        if declared is None or route.refusal(content_type, declared) is not None:
+        names = {name for name, _ in self.headers}
+        if b"content-length" not in names or not names.isdisjoint(NOT_PLAIN):
             return False
+        if route.refusal(self.headers) is not None:
+            return False  # answered by the ASGI route, with its reason
         self._pending = (route, url.query or b"", time.monotonic())
         self._body = []
         return True

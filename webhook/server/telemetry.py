@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -28,7 +28,7 @@ LABEL_LIMIT = 100
 _KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 SERIES_CACHE_LIMIT = 1024
 # (the kind as labelled, the requests counter, the duration histogram) of one review's labels
-_Series = tuple[str, Any, Any]
+_Series = tuple[str, Counter, Histogram]
 
 
 class BoundedLabel:
