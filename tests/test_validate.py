@@ -64,6 +64,15 @@ def test_long_denials_are_bounded() -> None:
     assert len(answer.message) < 5000
 
 
+def test_a_long_allowlist_is_named_in_part_and_counted() -> None:
+    patterns = [f"reg{i}.example.com/*" for i in range(1000)]
+    answer = decide(pod_review("evil.io/x:1"), policy(orjson.dumps({"images": {"allow": patterns}}).decode()))
+    assert answer.message is not None
+    listed = ", ".join(patterns[:10])
+    assert answer.message.endswith(f"; allowed: {listed} and 990 more")
+    assert len(answer.message) < 600
+
+
 def test_real_generatename_pod_is_allowed() -> None:
     assert decide(pod_create()).allowed
 

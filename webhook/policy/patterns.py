@@ -23,6 +23,9 @@ from webhook.policy.references import (
 )
 
 WILDCARD = "*"
+# Messages name this many patterns and count the rest: a denial is read by a person, and an
+# allowlist of a thousand patterns would make it a page long (and cost more than the decision).
+MAX_LISTED_PATTERNS = 10
 
 
 class PatternError(ValueError):
@@ -127,6 +130,7 @@ class Allowlist:
 
     def __init__(self, patterns: Iterable[Pattern]) -> None:
         self.patterns: tuple[Pattern, ...] = tuple(patterns)
+        self._summary = _summary(self.patterns)
         self._hosts: dict[str, _HostIndex] = {}
         for pattern in self.patterns:
             index = self._hosts.setdefault(pattern.registry, _HostIndex())
@@ -153,4 +157,13 @@ class Allowlist:
         return any(pattern.matches(ref) for pattern in index.wildcard)
 
     def __str__(self) -> str:
-        return ", ".join(str(p) for p in self.patterns) or "(none)"
+        return self._summary
+
+
+def _summary(patterns: tuple[Pattern, ...]) -> str:
+    if not patterns:
+        return "(none)"
+    listed = ", ".join(str(p) for p in patterns[:MAX_LISTED_PATTERNS])
+    if len(patterns) > MAX_LISTED_PATTERNS:
+        listed += f" and {len(patterns) - MAX_LISTED_PATTERNS} more"
+    return listed
