@@ -4,8 +4,10 @@ object contents, and an in-band answer when evaluation overruns its deadline."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from tests.conftest import ApiServerClient, ServerProcess, write_policy
 from tests.reviews import pod_review, pod_spec, review, workload
 from webhook.admission.deadline import budget, parse_go_duration
+from webhook.logs import JsonFormatter
 
 SECRET = "s3cr3t-ghp_0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - a fake, to prove it is never logged
 
@@ -107,8 +110,21 @@ def test_decision_logs_are_json_with_uid_and_no_object_contents(start_server: An
     assert denial["name"] == "web" and denial["operation"] == "CREATE" and denial["code"] == 403
     assert denial["user"] == "system:serviceaccount:kube-system:replicaset-controller"
     assert "evil.io/x:1" in denial["reason"] and denial["durationMs"] > 0
+    assert (denial["level"], denial["logger"], denial["msg"]) == ("info", "webhook.admission", "validate denied")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", denial["time"])
+    assert abs(datetime.fromisoformat(denial["time"]).timestamp() - time.time()) < 60
     assert not [line for line in lines if line.get("uid") == "log-uid-2"], "allowed requests are not logged at info"
     assert any("admission-webhook" in line["msg"] and "sha256" in line["msg"] for line in lines)
+
+
+@pytest.mark.parametrize("created", [1_700_000_000.999, 1_700_000_001.0005, 1_700_000_001.25, 1_800_000_000.5])
+def test_json_log_time_is_utc_to_the_millisecond(created: float) -> None:
+    formatter = JsonFormatter()
+    formatter.format(logging.makeLogRecord({"created": 1_600_000_000.0, "msecs": 0.0}))  # a second remembered
+    record = logging.makeLogRecord({"msg": "m", "created": created, "msecs": (created - int(created)) * 1000})
+    stamp = datetime.fromtimestamp(int(created), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    expected = f"{stamp}.{round((created - int(created)) * 1e6) // 1000:03d}+00:00"
+    assert orjson.loads(formatter.format(record))["time"] == expected
 
 
 def test_text_log_format(start_server: Any) -> None:

@@ -6,9 +6,9 @@ Callers pass structured fields with ``extra={"fields": {...}}``; they are never 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -17,9 +17,14 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -30,6 +35,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+    def _time(self, record: logging.LogRecord) -> str:
+        """RFC 3339 in UTC, to the millisecond. The part up to the second is made once a second:
+        formatting a datetime every time was a fifth of the cost of a decision log line."""
+        second = int(record.created)
+        if second != self._second:  # format() runs under the handler's lock
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int(record.msecs):03d}+00:00"
 
 
 class TextFormatter(logging.Formatter):
