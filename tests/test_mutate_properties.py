@@ -277,3 +277,5 @@ def test_diff_tells_json_types_apart() -> None:
     assert diff({"a": [1]}, {"a": [1.0]}) == [{"op": "replace", "path": "/a/0", "value": 1.0}]
     assert diff({"a": {"b": 0}}, {"a": {"b": False}}) == [{"op": "replace", "path": "/a/b", "value": False}]
     assert diff({"a": 1}, {"a": 1}) == []
+    assert diff(1, 1) == [] and diff([{"a": 1}], [{"a": 1}]) == []
+    assert diff({"a": {}}, {"a": []}) == [{"op": "replace", "path": "/a", "value": []}]

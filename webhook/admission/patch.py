@@ -27,30 +27,30 @@ def escape(key: str) -> str:
 def diff(original: Any, mutated: Any) -> list[Operation]:
     """The minimal ``add``/``replace`` operations turning ``original`` into ``mutated``."""
     operations: list[Operation] = []
-    _diff(original, mutated, "", operations)
+    if isinstance(original, dict | list) or not _same(original, mutated):
+        _diff(original, mutated, "", operations)
     return operations
 
 
 def _diff(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
+    """Scalars reach here only when they differ; containers compare their children first, so
+    that equal subtrees (most of an object) are encoded once and never walked."""
     if isinstance(old, dict) and isinstance(new, dict):
-        if _same(old, new):
-            return
         for key in old:
             if key not in new:
                 raise PatchError(f"{path}/{escape(key)} was removed")
         for key, value in new.items():
-            if key in old:
-                _diff(old[key], value, f"{path}/{escape(key)}", operations)
-            else:
+            if key not in old:
                 operations.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
+            elif not _same(old[key], value):
+                _diff(old[key], value, f"{path}/{escape(key)}", operations)
     elif isinstance(old, list) and isinstance(new, list):
-        if _same(old, new):
-            return
         if len(old) != len(new):
             raise PatchError(f"{path or '/'} changed length from {len(old)} to {len(new)}")
         for index, (before, after) in enumerate(zip(old, new, strict=True)):
-            _diff(before, after, f"{path}/{index}", operations)
-    elif not _same(old, new):
+            if not _same(before, after):
+                _diff(before, after, f"{path}/{index}", operations)
+    else:
         if not path:
             raise PatchError("the whole object was replaced")
         operations.append({"op": "replace", "path": path, "value": new})
