@@ -218,3 +218,20 @@ def test_a_flood_of_kinds_is_counted_in_full_under_a_bounded_set_of_labels(start
     assert counted["not-a-Kind"] == 0
     assert counted["other"] == 2 * 31
     assert sum(counted.values()) == 2 * len(kinds)
+
+
+def test_a_flood_of_denied_registries_is_counted_in_full_under_a_bounded_set_of_labels(start_server: Any) -> None:
+    registries = [f"reg{i}.example.com" for i in range(130)]
+    with start_server() as server:
+        client = server.client()
+        for _ in range(2):
+            for registry in registries:
+                assert not client.review("/validate", pod_review(f"{registry}/app:1", "nginx"))["allowed"]
+        client.close()
+        time.sleep(0.2)
+        text = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+    violations = "webhook_image_violations_total"
+    counted = {registry: metric(text, violations, registry=registry) for registry in [*registries, "other"]}
+    assert all(counted[registry] == 2 for registry in registries[:100])
+    assert all(counted[registry] == 0 for registry in registries[100:])
+    assert counted["other"] == 2 * 30

@@ -74,6 +74,8 @@ class Telemetry:
         self._kinds = BoundedLabel()
         self._registries = BoundedLabel()
         self._series: dict[tuple[str, str, str, str, str], _Series] = {}
+        self._violation_series: dict[str, Counter] = {}
+        self._patch_series: dict[str, Counter] = {}
 
     def render(self) -> bytes:
         if self.registry is not None:
@@ -112,13 +114,27 @@ class Telemetry:
         requests.inc()
         duration.observe(seconds)
         for registry in response.registries:
-            self.violations.labels(self._registries(registry)).inc()
+            counter = self._violation_series.get(registry)
+            if counter is None:
+                counter = _remember(self._violation_series, registry, self.violations, self._registries(registry))
+            counter.inc()
         if response.patch:
-            self.patches.labels(kind).inc()
+            counter = self._patch_series.get(kind)
+            if counter is None:
+                counter = _remember(self._patch_series, kind, self.patches, kind)
+            counter.inc()
         if response.outcome != "allowed" or response.patch:
             log_decision(webhook, request, response, seconds)
         elif log.isEnabledFor(logging.DEBUG):
             log_decision(webhook, request, response, seconds, level=logging.DEBUG)
+
+
+def _remember(cache: dict[str, Counter], key: str, family: Counter, label: str) -> Counter:
+    """As ``_look_up``: labels() is dearer than the count, so the child is kept (boundedly)."""
+    counter: Counter = family.labels(label)
+    if len(cache) < SERIES_CACHE_LIMIT:
+        cache[key] = counter
+    return counter
 
 
 def log_decision(
