@@ -166,7 +166,7 @@ class Server:
 def start_ours(cert_dir: Path, workers: int, policy: Path | None) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--cert-dir", str(cert_dir), "--workers", str(workers), "--log-level", "warning", "--probe-port", "0"]
+               "--cert-dir", str(cert_dir), "--workers", str(workers), "--probe-port", "0"]
     if policy:
         command += ["--policy", str(policy)]
     return Server("ours", command, port, cert_dir)
