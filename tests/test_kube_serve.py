@@ -68,8 +68,9 @@ def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
         bundle = (cert_dir / "ca.crt").read_bytes() + (new_ca / "ca.crt").read_bytes()
         (cert_dir / "ca.crt").write_bytes(bundle)
         assert eventually(lambda: ca_bundle(apiserver, VALIDATING) == bundle == ca_bundle(apiserver, MUTATING))
-        assert "registration: validatingwebhookconfigurations.admissionregistration.k8s.io/admission-webhook " \
-               "updated" in server.logs()
+        # the line is written once both updates are answered, so it may trail the stand-in's view
+        updated = "registration: validatingwebhookconfigurations.admissionregistration.k8s.io/admission-webhook updated"
+        assert eventually(lambda: updated in server.logs())
     assert apiserver.stored(VALIDATING, "admission-webhook") is not None
     assert apiserver.stored(MUTATING, "admission-webhook") is not None
     assert not apiserver.seen("DELETE")
