@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -74,8 +74,8 @@ class Telemetry:
         self._kinds = BoundedLabel()
         self._registries = BoundedLabel()
         self._series: dict[tuple[str, str, str, str, str], _Series] = {}
-        self._violation_series: dict[str, Counter] = {}
-        self._patch_series: dict[str, Counter] = {}
+        self._violations = _Children(self.violations, self._registries)
+        self._patches = _Children(self.patches, str)
 
     def render(self) -> bytes:
         if self.registry is not None:
@@ -114,27 +114,31 @@ class Telemetry:
         requests.inc()
         duration.observe(seconds)
         for registry in response.registries:
-            counter = self._violation_series.get(registry)
-            if counter is None:
-                counter = _remember(self._violation_series, registry, self.violations, self._registries(registry))
-            counter.inc()
+            self._violations(registry).inc()
         if response.patch:
-            counter = self._patch_series.get(kind)
-            if counter is None:
-                counter = _remember(self._patch_series, kind, self.patches, kind)
-            counter.inc()
+            self._patches(kind).inc()
         if response.outcome != "allowed" or response.patch:
             log_decision(webhook, request, response, seconds)
         elif log.isEnabledFor(logging.DEBUG):
             log_decision(webhook, request, response, seconds, level=logging.DEBUG)
 
 
-def _remember(cache: dict[str, Counter], key: str, family: Counter, label: str) -> Counter:
-    """As ``_look_up``: labels() is dearer than the count, so the child is kept (boundedly)."""
-    counter: Counter = family.labels(label)
-    if len(cache) < SERIES_CACHE_LIMIT:
-        cache[key] = counter
-    return counter
+class _Children:
+    """A one-label counter's children by raw value, remembered as ``_look_up`` does: labels()
+    costs more than the count. ``label`` bounds the value first."""
+
+    def __init__(self, family: Counter, label: Callable[[str], str]) -> None:
+        self.family = family
+        self.label = label
+        self._known: dict[str, Counter] = {}
+
+    def __call__(self, value: str) -> Counter:
+        child = self._known.get(value)
+        if child is None:
+            child = self.family.labels(self.label(value))
+            if len(self._known) < SERIES_CACHE_LIMIT:
+                self._known[value] = child
+        return child
 
 
 def log_decision(
@@ -150,20 +154,20 @@ def log_decision(
         level = logging.ERROR if decision == "error" else logging.INFO
     if not log.isEnabledFor(level):
         return
-    fields: dict[str, object] = {"uid": request.uid, "webhook": webhook, "kind": request.kind}
-    for key, value in (("namespace", request.namespace), ("name", request.object_name), ("user", request.username)):
-        if value is not None:
-            fields[key] = value
-    fields["operation"] = request.operation
-    fields["decision"] = decision
-    if response.code is not None:
-        fields["code"] = response.code
-    reason = response.message or "; ".join(response.warnings)
-    if reason:
-        fields["reason"] = reason
-    if response.patch:
-        fields["patchOps"] = len(response.patch)
-    fields["durationMs"] = round(seconds * 1000, 3)
+    fields = {
+        "uid": request.uid,
+        "webhook": webhook,
+        "kind": request.kind,
+        "namespace": request.namespace,
+        "name": request.object_name,
+        "user": request.username,
+        "operation": request.operation,
+        "decision": decision,
+        "code": response.code,
+        "reason": response.message or "; ".join(response.warnings) or None,
+        "patchOps": len(response.patch) or None,
+        "durationMs": round(seconds * 1000, 3),
+    }
     record = log.makeRecord(log.name, level, __file__, 0, "%s %s", (webhook, decision), None,
-                            "log_decision", {"fields": fields})
+                            "log_decision", {"fields": {k: v for k, v in fields.items() if v is not None}})
     log.handle(record)
