@@ -5,7 +5,10 @@ keep-alive, side by side with a do-nothing FastAPI app (the framework floor).
     python bench/run.py --tiny     # a few seconds: only proves the benchmark works
 
 Runs are interleaved and repeated; medians are reported with min and max. Server CPU time
-comes from /proc, so it counts the server's process tree only, not wrk.
+comes from /proc, so it counts the server's process tree only, not wrk. wrk shares the
+machine's cores, and a virtual machine may lose some of them to its host (steal), so each
+run also reports wrk's own CPU per request and the machine's steal time, and the summary
+after the table works out what those allow.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import ssl
@@ -35,6 +39,8 @@ from bench import bodies
 from webhook.certs import ensure_certificates
 
 SERVICE_HOST = "admission-webhook.admission-webhook.svc"
+# One connection, so no request waits for another: what is left of its tail is the machine's.
+LONE = "pod-allowed, 1 connection"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,6 +52,8 @@ class Sample:
     p99_ms: float
     cpu_us: float
     errors: int
+    wrk_cpu_us: float = 0.0  # the load generator's CPU per request, on the same cores
+    steal_pct: float = 0.0  # of the machine's CPU time, taken by the host during the run
 
 
 @dataclass
@@ -111,6 +119,18 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / CLOCK_TICKS
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, steal) CPU ticks of the machine so far: user nice system idle iowait irq softirq steal."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[7]
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of the children already waited for, such as each finished wrk."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb(pids: list[int]) -> tuple[float, float]:
@@ -186,23 +206,26 @@ class Driver:
     wrk: str
     warmup: float
 
-    def run(self, server: Server, path: str, body: Path, seconds: float) -> dict[str, Any]:
+    def run(self, server: Server, path: str, body: Path, seconds: float, connections: int = 16) -> dict[str, Any]:
         url = f"https://127.0.0.1:{server.port}{path}?timeout=10s"
         script = str(HERE / "report.lua")
-        command = [self.wrk, "-t2", "-c16", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "-s", script, url]
+        threads = min(2, connections)
+        command = [self.wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+                   "-s", script, url]
         env = {**os.environ, "BENCH_BODY": str(body)}
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=True,
                                 timeout=seconds + 30).stdout
         line = next(line for line in output.splitlines() if line.startswith("BENCH "))
         return json.loads(line[len("BENCH "):])  # type: ignore[no-any-return]
 
-    def measure(self, server: Server, path: str, body: Path, seconds: float) -> Sample:
+    def measure(self, server: Server, path: str, body: Path, seconds: float, connections: int = 16) -> Sample:
         if self.warmup:
-            self.run(server, path, body, self.warmup)
+            self.run(server, path, body, self.warmup, connections)
         pids = server.pids()
-        cpu_before = cpu_seconds(pids)
-        result = self.run(server, path, body, seconds)
-        cpu = cpu_seconds(pids) - cpu_before
+        before = cpu_seconds(pids), children_cpu_seconds(), machine_ticks()
+        result = self.run(server, path, body, seconds, connections)
+        cpu, wrk_cpu = cpu_seconds(pids) - before[0], children_cpu_seconds() - before[1]
+        ticks, steal = (now - then for now, then in zip(machine_ticks(), before[2], strict=True))
         requests = max(result["requests"], 1)
         return Sample(
             rps=requests / (result["duration_us"] / 1e6),
@@ -211,6 +234,8 @@ class Driver:
             p99_ms=result["p99_us"] / 1000,
             cpu_us=cpu / requests * 1e6,
             errors=result["errors"] + result["non2xx"],
+            wrk_cpu_us=wrk_cpu / requests * 1e6,
+            steal_pct=100 * steal / max(ticks, 1),
         )
 
 
@@ -260,15 +285,17 @@ def main() -> int:
     with servers(start_floor(cert_dir, 1), start_ours(cert_dir, 1, None)) as (floor, ours):
         floor_row = Row("pod-allowed", "floor", 1, ready_s=floor.ready_s)
         our_rows = {name: Row(name, "ours", 1, ready_s=ours.ready_s) for name in cases}
+        lone = Row(LONE, "ours", 1, ready_s=ours.ready_s)
         for _ in range(args.repeats):
             floor_row.samples.append(driver.measure(floor, "/validate", cases["pod-allowed"][1], args.seconds))
             for name, (path, body) in cases.items():
                 our_rows[name].samples.append(driver.measure(ours, path, body, args.seconds))
+            lone.samples.append(driver.measure(ours, "/validate", cases["pod-allowed"][1], args.seconds, connections=1))
         floor_row.peak_rss_mb, floor_row.peak_rss_per_process_mb = peak_rss_mb(floor.pids())
         rss = peak_rss_mb(ours.pids())
-        for row in our_rows.values():
+        for row in (*our_rows.values(), lone):
             row.peak_rss_mb, row.peak_rss_per_process_mb = rss
-        rows += [floor_row, *our_rows.values()]
+        rows += [floor_row, *our_rows.values(), lone]
 
     # 2. Two workers, ours and the floor.
     if not args.tiny:
@@ -299,6 +326,7 @@ def main() -> int:
         rows.append(large_on_two_workers(driver, cert_dir, work / "policy-1000.yaml", pods[50], args))
 
     print_table(rows)
+    print_summary(rows)
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ | {"samples": [s.__dict__ for s in row.samples]} for row in rows],
                                         indent=2))
@@ -321,8 +349,8 @@ def print_table(rows: list[Row]) -> None:
     one_worker = next((row.median("rps") for row in rows if row.server == "ours" and row.workers == 1
                        and row.case == "pod-allowed"), None)
     print("| case | server | workers | req/s median [min–max] | × floor | p50 ms | p90 ms | p99 ms "
-          "| CPU µs/req | peak RSS MB (tree / max process) | ready s | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU µs/req (server / wrk) | peak RSS MB (tree / max process) | ready s | steal % | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         low, high = row.spread("rps")
         floor = floors.get(row.workers)
@@ -333,8 +361,31 @@ def print_table(rows: list[Row]) -> None:
         ready = f"{row.ready_s:.2f}" if row.ready_s else ""
         print(f"| {row.case} | {row.server} | {row.workers} | {row.median('rps'):.0f} [{low:.0f}–{high:.0f}] | {ratio} "
               f"| {row.median('p50_ms'):.2f} | {row.median('p90_ms'):.2f} | {row.median('p99_ms'):.2f} "
-              f"| {row.median('cpu_us'):.0f} | {rss} | {ready} | {sum(s.errors for s in row.samples)} |")
+              f"| {row.median('cpu_us'):.0f} / {row.median('wrk_cpu_us'):.0f} | {rss} | {ready} "
+              f"| {row.median('steal_pct'):.1f} | {sum(s.errors for s in row.samples)} |")
 
+
+def print_summary(rows: list[Row]) -> None:
+    """What the machine allows: the tail a lone request has, and the ceiling wrk leaves two workers."""
+    def find(case: str, workers: int) -> Row | None:
+        return next((row for row in rows if row.server == "ours" and row.case == case and row.workers == workers), None)
+
+    lone, one, two = find(LONE, 1), find("pod-allowed", 1), find("pod-allowed", 2)
+    steal = [s.steal_pct for row in rows for s in row.samples]
+    print(f"\nSteal: the host took {statistics.median(steal):.1f}% of this machine's CPU time in the median run "
+          f"(most {max(steal):.1f}%).")
+    if lone is not None:
+        print(f"Lone requests (1 connection, nothing queued): p50 {lone.median('p50_ms'):.2f} ms, "
+              f"p99 {lone.median('p99_ms'):.2f} ms. That gap is not queueing but the machine's own tail, and at "
+              "16 connections one stall delays every request in the queue.")
+    if one is not None and two is not None:
+        def cores(row: Row, per_request: str) -> float:
+            return statistics.median(s.rps * getattr(s, per_request) / 1e6 for s in row.samples)
+
+        print(f"Two workers: {two.median('rps') / one.median('rps'):.2f}× one worker. The server had "
+              f"{cores(one, 'cpu_us'):.2f} cores with one worker and {cores(two, 'cpu_us'):.2f} with two, while wrk "
+              f"used {cores(two, 'wrk_cpu_us'):.2f} of the same 2 cores beside it: at the same cost per request, "
+              "two workers can scale only as far as the cores they get.")
 
 if __name__ == "__main__":
     raise SystemExit(main())

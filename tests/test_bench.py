@@ -16,8 +16,15 @@ def test_benchmark_runs_in_tiny_mode() -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[0].startswith("| case | server | workers | req/s")
     cases = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows[1:]}
-    assert cases == {("pod-allowed", "floor"), ("pod-allowed", "ours"), ("10 patterns, 100 containers", "ours")}
+    assert cases == {("pod-allowed", "floor"), ("pod-allowed", "ours"), ("pod-allowed, 1 connection", "ours"),
+                     ("10 patterns, 100 containers", "ours")}
     for row in rows[1:]:
         cells = [cell.strip() for cell in row.split("|")]
         assert float(cells[4].split()[0]) > 0  # requests per second
+        server_cpu, wrk_cpu = (float(value) for value in cells[9].split(" / "))
+        assert server_cpu > 0 and wrk_cpu > 0  # both sides of the same cores are counted
+        assert 0 <= float(cells[-3]) <= 100  # steal %
         assert cells[-2] == "0"  # errors
+    summary = result.stdout.split("\n\n", 1)[1]
+    assert summary.startswith("Steal: the host took ")
+    assert "Lone requests (1 connection, nothing queued): p50 " in summary
