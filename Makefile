@@ -37,7 +37,7 @@ tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
-## The benchmark (about 12 minutes): our server against the framework floor, over TLS.
+## The benchmark (about 13 minutes): our server against the framework floor, over TLS.
 bench: $(TEST_STAMP) tools
 	$(BIN)/python bench/run.py
 

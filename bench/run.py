@@ -1,7 +1,7 @@
 """The webhook benchmark: the real server over TLS on loopback, driven by wrk with HTTP/1.1
 keep-alive, side by side with a do-nothing FastAPI app (the framework floor).
 
-    python bench/run.py            # full run, about 12 minutes on 2 cores
+    python bench/run.py            # full run, about 13 minutes on 2 cores
     python bench/run.py --tiny     # a few seconds: only proves the benchmark works
 
 Runs are interleaved and repeated; medians are reported with min and max. Server CPU time
