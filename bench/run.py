@@ -366,7 +366,8 @@ def print_table(rows: list[Row]) -> None:
 
 
 def print_summary(rows: list[Row]) -> None:
-    """What the machine allows: the tail a lone request has, and the ceiling wrk leaves two workers."""
+    """What the machine allowed: how much the host took, the tail a lone request has, and the
+    cores the server had with one worker and with two, beside wrk."""
     def find(case: str, workers: int) -> Row | None:
         return next((row for row in rows if row.server == "ours" and row.case == case and row.workers == workers), None)
 
@@ -386,6 +387,7 @@ def print_summary(rows: list[Row]) -> None:
               f"{cores(one, 'cpu_us'):.2f} cores with one worker and {cores(two, 'cpu_us'):.2f} with two, while wrk "
               f"used {cores(two, 'wrk_cpu_us'):.2f} of the same 2 cores beside it: at the same cost per request, "
               "two workers can scale only as far as the cores they get.")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

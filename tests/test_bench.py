@@ -6,6 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from bench.run import LONE, Row, Sample, print_summary
 from tests.conftest import REPO
 
 
@@ -28,3 +31,21 @@ def test_benchmark_runs_in_tiny_mode() -> None:
     summary = result.stdout.split("\n\n", 1)[1]
     assert summary.startswith("Steal: the host took ")
     assert "Lone requests (1 connection, nothing queued): p50 " in summary
+
+
+def test_the_summary_gives_the_cores_each_side_had(capsys: pytest.CaptureFixture[str]) -> None:
+    def row(case: str, workers: int, sample: Sample) -> Row:
+        return Row(case, "ours", workers, [sample])
+
+    def sample(rps: float, cpu_us: float, wrk_cpu_us: float, steal_pct: float) -> Sample:
+        return Sample(rps, 1.0, 2.0, 4.0, cpu_us, 0, wrk_cpu_us=wrk_cpu_us, steal_pct=steal_pct)
+
+    print_summary([row("pod-allowed", 1, sample(8000, 120, 40, 1.0)),
+                   row("pod-allowed", 2, sample(12000, 125, 40, 3.0)),
+                   row(LONE, 1, sample(4000, 170, 60, 9.0))])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "Steal: the host took 3.0% of this machine's CPU time in the median run (most 9.0%)."
+    assert lines[1].startswith("Lone requests (1 connection, nothing queued): p50 1.00 ms, p99 4.00 ms.")
+    # 8000/s × 120 µs = 0.96 cores; 12000/s × 125 µs = 1.50; wrk 12000/s × 40 µs = 0.48
+    assert lines[2].startswith("Two workers: 1.50× one worker. The server had 0.96 cores with one worker and "
+                               "1.50 with two, while wrk used 0.48 of the same 2 cores beside it")
