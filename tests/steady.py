@@ -19,6 +19,7 @@ class SteadyClient:
 
     server: ServerProcess
     answered: int = 0
+    slowest: float = 0.0  # seconds, the longest any review took to be answered
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -27,10 +28,12 @@ class SteadyClient:
         try:
             while not self.stop.is_set():
                 uid = f"steady-{self.answered}"
+                started = time.monotonic()
                 try:
                     if client.review("/validate", pod_review("nginx", uid=uid))["allowed"] is not True:
                         self.failures.append(f"{uid}: denied")
                     self.answered += 1
+                    self.slowest = max(self.slowest, time.monotonic() - started)
                 except Exception as exc:  # noqa: BLE001 - every failure is reported
                     self.failures.append(f"{uid}: {exc!r}")
                 time.sleep(0.02)

@@ -20,6 +20,7 @@ from webhook.policy.model import PolicyError, load_policy
 from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSettings
 
 EXIT_USAGE = 2
+_SERVE_DEFAULTS = ServeSettings()
 
 
 def _positive(text: str) -> int:
@@ -104,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="policy YAML file (default: the embedded default policy)")
     serve.add_argument("--max-body-bytes", type=_positive, default=8 * MIB, metavar="N",
                        help="largest request body accepted; larger ones get 413 (default: %(default)s)")
+    serve.add_argument("--max-json-values", type=_positive, default=_SERVE_DEFAULTS.max_json_values, metavar="N",
+                       help="refuse with 413, before decoding, a body that may hold more JSON values than this: "
+                       "decoding costs up to 30 bytes of memory per byte of such a body (default: %(default)s)")
+    serve.add_argument("--max-buffered-bytes", type=_positive, default=_SERVE_DEFAULTS.max_buffered_bytes, metavar="N",
+                       help="bytes a worker holds for all its clients together (bodies still arriving, answers not "
+                       "yet read); past it, the connection holding the most is closed (default: %(default)s)")
+    serve.add_argument("--max-connections", type=_positive, default=_SERVE_DEFAULTS.max_connections, metavar="N",
+                       help="connections per worker; a new one at the limit displaces the longest-idle one "
+                       "(default: %(default)s)")
+    serve.add_argument("--write-timeout", type=_interval, default=_SERVE_DEFAULTS.write_timeout, metavar="SECONDS",
+                       help="close a connection whose client has not read its answer this long after it stopped "
+                       "taking it (default: %(default)s)")
     serve.add_argument("--request-read-timeout", type=_interval, default=10.0, metavar="SECONDS",
                        help="disconnect a client that has not sent a whole request (headers and body) this long "
                        "after its first byte, or after connecting (default: %(default)s)")
@@ -230,6 +243,10 @@ def _serve(args: argparse.Namespace) -> int:
         service_namespace=args.service_namespace,
         policy=args.policy,
         max_body_bytes=args.max_body_bytes,
+        max_json_values=args.max_json_values,
+        max_buffered_bytes=args.max_buffered_bytes,
+        max_connections=args.max_connections,
+        write_timeout=args.write_timeout,
         request_read_timeout=args.request_read_timeout,
         workers=args.workers,
         drain_seconds=args.drain_seconds,

@@ -26,6 +26,16 @@ class ServeSettings:
     service_namespace: str = DEFAULT_SERVICE
     policy: Path | None = None
     max_body_bytes: int = 8 * MIB
+    # A body that may hold more JSON values than this gets 413 before it is decoded: decoded
+    # JSON costs up to 30 times its size, and a worker has 256 MiB.
+    max_json_values: int = 500_000
+    # Bytes a worker holds for all its clients (bodies arriving, answers not yet read); over it,
+    # the connection holding the most is closed.
+    max_buffered_bytes: int = 64 * MIB
+    # Connections per worker; a newcomer at the limit displaces the longest-idle one.
+    max_connections: int = 2048
+    # An answer the client has not read this long after it stopped taking it closes the connection.
+    write_timeout: float = 10.0
     workers: int = 1
     # Longer than the API server's 90 s idle timeout, so the server never closes a
     # connection that the API server is just about to reuse.

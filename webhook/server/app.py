@@ -30,7 +30,7 @@ from webhook.policy.model import Policy, load_policy
 from webhook.server.clientauth import ClientCertificateGate
 from webhook.server.lifecycle import Lifecycle
 from webhook.server.policy_reload import PolicyReloader
-from webhook.server.protocol import Direct
+from webhook.server.protocol import WRITE_CHUNK, Direct
 from webhook.server.telemetry import Telemetry
 from webhook.server.tls import rfc3339 as _rfc3339
 from webhook.server.tls_reload import ServingTLS
@@ -133,6 +133,7 @@ class ReviewRoute:
         self.webhook = webhook
         self.state = state
         self.limit = settings.max_body_bytes
+        self.max_values = settings.max_json_values
         self.eval_timeout = settings.eval_timeout
 
     def refusal(self, headers: Iterable[tuple[bytes, bytes]]) -> HTTPProblem | None:
@@ -161,9 +162,9 @@ class ReviewRoute:
         telemetry.inflight.inc()
         try:
             try:
-                review = decode_review(body)
+                review = decode_review(body, self.max_values)
             except ReviewError as exc:
-                return 400, status_body(400, str(exc))
+                return exc.code, status_body(exc.code, str(exc))
             policy = self.state.policy  # one policy for the whole request, even if a reload lands meanwhile
             seconds = budget(_timeout_param(query), self.eval_timeout, DEADLINE_MARGIN_SECONDS)
             decision = self.webhook.review(review, policy, Deadline.after(seconds, started))
@@ -234,11 +235,17 @@ def _timeout_param(query: bytes) -> str | None:
 
 async def _send(send: Send, status: int, body: bytes, *, close: bool = False,
                 extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A large body goes a chunk at a time, so the server's flow control (and its write deadline)
+    sees a client that does not read it."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    offset = 0
+    while len(body) - offset > WRITE_CHUNK:
+        await send({"type": "http.response.body", "body": body[offset : offset + WRITE_CHUNK], "more_body": True})
+        offset += WRITE_CHUNK
+    await send({"type": "http.response.body", "body": body[offset:] if offset else body})
 
 
 def create_app(settings: ServeSettings, state: ServerState) -> tuple[ASGIApp, Direct]:

@@ -53,6 +53,8 @@ import orjson
 from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from webhook.server.budget import ANSWERING, IDLE, READING, ClientLimits
+
 log = logging.getLogger("webhook.server")
 
 TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -61,6 +63,8 @@ DEFAULT_READ_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 64 * 1024
 # How long a refused client gets to read its 431 before the connection is cut.
 REFUSAL_GRACE_SECONDS = 1.0
+# Answers larger than this are written a chunk at a time, as the client takes them.
+WRITE_CHUNK = 256 * 1024
 # A review with any of these headers is left to ASGI, which knows what each asks for.
 NOT_PLAIN = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
@@ -85,11 +89,20 @@ class Direct:
     admits: Callable[[Mapping[object, object] | None], bool] = _admit_all
 
 
+@dataclass
+class _Paced:
+    payload: bytes
+    status: int
+    keep_alive: bool
+    offset: int = 0
+
+
 class WebhookHttpProtocol(HttpToolsProtocol):
     # uvicorn builds the protocol from a class; settings arrive as a subclass's attributes (``configured``).
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_header_bytes: int = MAX_HEADER_BYTES
     direct: Direct = Direct()
+    limits: ClientLimits = ClientLimits()
 
     _direct_routes: Mapping[bytes, DirectRoute] = {}  # empty for a connection the gate refuses
     # The direct request being read: its route, query string and start; None when there is none.
@@ -103,36 +116,55 @@ class WebhookHttpProtocol(HttpToolsProtocol):
     _refused = False  # the headers were too long: nothing more is parsed or answered
     _header_bytes = 0
     _received = 0  # bytes received since the deadline was armed, for the log line
+    _body_held = 0  # body bytes of the request being read, charged to ``limits.buffers``
+    _write_held = 0  # answer bytes the client has not taken yet, charged likewise
+    _write_deadline: asyncio.TimerHandle | None = None
+    _evicted = False
+    _paced: _Paced | None = None  # a large direct answer being written as the client takes it
 
     @classmethod
     def configured(cls, read_timeout: float, max_header_bytes: int = MAX_HEADER_BYTES,
-                   direct: Direct | None = None) -> type[WebhookHttpProtocol]:
+                   direct: Direct | None = None, limits: ClientLimits | None = None) -> type[WebhookHttpProtocol]:
         return type(cls.__name__, (cls,), {"read_timeout": read_timeout, "max_header_bytes": max_header_bytes,
-                                           "direct": direct or Direct()})
+                                           "direct": direct or Direct(), "limits": limits or ClientLimits()})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
             self._tls = tls_extension(ssl_object)
+        if not self.limits.connections.admit(self):
+            log.warning("refused a connection from %s: all %d connections of this worker are being answered "
+                        "(--max-connections)", _peer(self.client), self.limits.connections.limit,
+                        extra={"fields": {"client": _peer(self.client)}})
+            self._evicted = self._refused = True
+            transport.abort()
+            return
         if self.direct.routes and self.direct.admits(self._tls):
             self._direct_routes = self.direct.routes  # a refused client is answered 401 by the ASGI app
         self._arm_deadline()  # a connection that never sends a request is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._cancel_write_deadline()
+        limits = self.limits
+        limits.buffers.release(self)
+        limits.connections.leave(self)
+        limits.heap.closed(self.loop)
         super().connection_lost(exc)
         self._unset_keepalive_if_required()  # uvicorn does this only when exc is None: see above
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
-            return  # refused or timed out: read nothing more
+        if self._evicted or self.transport.is_closing():
+            return  # refused, timed out or evicted: read nothing more
         if self._deadline is None:
             self._arm_deadline()  # the first byte of the next request
         self._received += len(data)
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
+        if self._evicted:
+            return
         too_long = self._refused or (self._in_headers and self._header_bytes > self.max_header_bytes)
         if too_long and not self.transport.is_closing():
             self._refuse_headers()
@@ -146,6 +178,10 @@ class WebhookHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        if self._paced is not None:  # pipelined behind a large answer still being written
+            self._evicted = self._refused = True
+            self.transport.abort()
+            return
         # Headers that arrived in one piece are measured here; a stream that never ends, above.
         if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > self.max_header_bytes:
             self._refused = True  # answered once the parser returns; the app never sees the request
@@ -155,10 +191,14 @@ class WebhookHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
         if self._pending is not None:
             self._body.append(body)
-        elif not self._refused:
+        else:
             super().on_body(body)
+        self._body_held += len(body)
+        self.limits.buffers.hold(self, self._body_held + self._write_held)  # may evict this very connection
 
     def on_message_complete(self) -> None:
         if self._refused:
@@ -170,9 +210,62 @@ class WebhookHttpProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self._in_headers, self._header_bytes = True, 0
 
+    def on_response_complete(self) -> None:
+        self._body_held = 0
+        self._cancel_write_deadline()
+        if self._write_held == 0:
+            self.limits.buffers.release(self)
+        self.limits.connections.touch(self)  # the last to be displaced when the worker is full
+        super().on_response_complete()
+
+    def pause_writing(self) -> None:
+        """The client is not taking its answer as fast as we write it: charge what waits, and give it
+        ``write_timeout`` seconds to take the whole answer."""
+        super().pause_writing()
+        paced = self._paced
+        self._write_held = self.transport.get_write_buffer_size() + (len(paced.payload) if paced else 0)
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.limits.write_timeout, self._on_write_deadline)
+        self.limits.buffers.hold(self, self._body_held + self._write_held)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._write_held = 0
+        if self._paced is not None:
+            self._pump()
+        else:
+            self.limits.buffers.hold(self, self._body_held)
+
+    def stage(self) -> int:
+        if self.flow.write_paused:
+            return ANSWERING
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return READING if cycle.more_body else ANSWERING
+        if self._pending is not None or (self._deadline is not None and self._received):
+            return READING
+        return IDLE
+
+    def evict(self, why: str) -> None:
+        """Let go of everything this connection holds. A request still being read directly is told
+        503, so its client can retry; anything else is cut off."""
+        if self._evicted or self.transport.is_closing():
+            return
+        log.warning("closed the connection from %s: %s", _peer(self.client), why,
+                    extra={"fields": {"client": _peer(self.client)}})
+        reading = self._pending is not None
+        self._evicted = self._refused = True  # nothing more is read, parsed or answered
+        self._pending, self._body, self._body_held, self._write_held, self._paced = None, [], 0, 0, None
+        self._cancel_deadline()
+        self._cancel_write_deadline()
+        if reading:
+            self._refuse(503, "the server is holding too much for its clients; retry", "ServiceUnavailable")
+        else:
+            self.loop.call_soon(self.transport.abort)  # not from inside the transport's own write
+
     def shutdown(self) -> None:
-        if self._pending is not None:
-            self._close_after = True  # answer the request being read, then close
+        if self._pending is not None or self._paced is not None:
+            self._close_after = True  # answer the request being read (or finish writing it), then close
         elif self.cycle is None or self.cycle.response_complete:
             self.transport.abort()
         else:
@@ -215,12 +308,40 @@ class WebhookHttpProtocol(HttpToolsProtocol):
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload))
         if not keep_alive:
             head.append(b"connection: close\r\n")
-        head += (b"\r\n", payload)
+        if len(payload) <= WRITE_CHUNK:
+            head += (b"\r\n", payload)
+            self.transport.write(b"".join(head))
+            self._finish_direct(status, keep_alive)
+            return
+        head.append(b"\r\n")
         self.transport.write(b"".join(head))
+        self._paced = _Paced(payload, status, keep_alive)
+        self.flow.pause_reading()  # nothing more is read until this answer has gone
+        self._pump()
+
+    def _pump(self) -> None:
+        """Write a large answer a chunk at a time, as fast as the client takes it: the transport would
+        otherwise take it all at once, hidden from flow control, for as long as the client likes."""
+        paced = self._paced
+        if paced is None:
+            return
+        while not self.flow.write_paused:
+            piece = paced.payload[paced.offset : paced.offset + WRITE_CHUNK]
+            paced.offset += len(piece)
+            self.transport.write(piece)
+            if paced.offset >= len(paced.payload):
+                self._paced = None
+                self._write_held = 0
+                self._finish_direct(paced.status, paced.keep_alive)
+                return
+        self._write_held = len(paced.payload) + self.transport.get_write_buffer_size()  # all of it is held
+        self.limits.buffers.hold(self, self._body_held + self._write_held)
+
+    def _finish_direct(self, status: int, keep_alive: bool) -> None:
         if self.access_log:
             self.access_logger.info('%s - "POST %s HTTP/%s" %d', _peer(self.client), self.url.decode("latin-1"),
                                     self.parser.get_http_version(), status)
-        if not keep_alive:
+        if not keep_alive or self._close_after:
             self.transport.close()
         self.on_response_complete()
 
@@ -233,6 +354,20 @@ class WebhookHttpProtocol(HttpToolsProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _on_write_deadline(self) -> None:
+        self._write_deadline = None
+        if self.transport.is_closing():
+            return
+        log.warning("closed the connection from %s: it did not take its answer (%d bytes waiting) within %g s",
+                    _peer(self.client), self.transport.get_write_buffer_size(), self.limits.write_timeout,
+                    extra={"fields": {"client": _peer(self.client)}})
+        self.transport.abort()
 
     def _on_deadline(self) -> None:
         self._deadline = None
@@ -256,12 +391,16 @@ class WebhookHttpProtocol(HttpToolsProtocol):
         log.info("refused a request from %s: %s", _peer(self.client), message,
                  extra={"fields": {"client": _peer(self.client)}})
         self._cancel_deadline()
+        self._refuse(431, message, "RequestHeaderFieldsTooLarge")
+
+    def _refuse(self, code: int, message: str, reason: str) -> None:
+        """Answer ``code`` with a Status and close, unless an earlier answer is still being written."""
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.abort()  # an answer to a request before this one is still being written
             return
         body = orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                             "message": message, "reason": "RequestHeaderFieldsTooLarge", "code": 431})
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                             "message": message, "reason": reason, "code": code})
+        self.transport.write(STATUS_LINE[code] + b"content-type: application/json\r\n"
                              b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
         self.transport.close()  # unlike abort, delivers the answer first
         # but TLS then waits for the client's close_notify, reading whatever it still sends

@@ -18,6 +18,8 @@ from webhook.certs import CertFiles, ensure_certificates, read_certificate
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
 from webhook.server.app import ServerState, create_app, create_probe_app
+from webhook.server.budget import ClientLimits
+from webhook.server.heap import fix_mmap_threshold
 from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.limits import raise_open_file_limit
 from webhook.server.protocol import Direct, WebhookHttpProtocol
@@ -67,7 +69,8 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
         # The worker's reloading TLS; a fixed pair only where the config just binds the socket.
         ssl_context_factory=tls.uvicorn_factory if tls else functools.partial(
             uvicorn_factory, files.tls_crt, files.tls_key),
-        http=WebhookHttpProtocol.configured(settings.request_read_timeout, direct=direct),
+        http=WebhookHttpProtocol.configured(settings.request_read_timeout, direct=direct,
+                                            limits=ClientLimits.from_settings(settings)),
         loop="uvloop",
         lifespan="off",
         access_log=settings.access_log,
@@ -84,7 +87,8 @@ def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
     # with access_log=False strips its handlers, which would silence --access-log everywhere.
     return uvicorn.Config(
         app=app or _unused, host=settings.host, port=settings.probe_port,
-        http=WebhookHttpProtocol.configured(settings.request_read_timeout), loop="uvloop",
+        http=WebhookHttpProtocol.configured(settings.request_read_timeout,
+                                            limits=ClientLimits.from_settings(settings)), loop="uvloop",
         lifespan="off", access_log=settings.access_log, log_config=None, server_header=False, proxy_headers=False,
     )
 
@@ -92,6 +96,7 @@ def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
 def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> None:
     """One serving process: its own TLS context, policy, apps and drain state."""
     configure_logging(settings.log_level, settings.log_format)
+    fix_mmap_threshold()
     lifecycle = Lifecycle()
     tls = ServingTLS.from_settings(settings)
     state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir if listeners else None), tls)
