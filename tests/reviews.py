@@ -57,11 +57,21 @@ WORKLOADS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "CronJob": ("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template", "spec")),
 }
 
+# Kinds in the other groups and versions that have served them; each is judged as its usual one.
+LEGACY_VERSIONS = [
+    ("Deployment", "extensions/v1beta1"), ("DaemonSet", "extensions/v1beta1"), ("ReplicaSet", "extensions/v1beta1"),
+    ("Job", "extensions/v1beta1"), ("Deployment", "apps/v1beta1"), ("Deployment", "apps/v1beta2"),
+    ("StatefulSet", "apps/v1beta1"), ("DaemonSet", "apps/v1beta2"), ("CronJob", "batch/v1beta1"),
+    ("CronJob", "batch/v2alpha1"),
+]
 
-def workload(kind: str, spec: dict[str, Any], name: str = "web", namespace: str = "shop") -> dict[str, Any]:
+
+def workload(kind: str, spec: dict[str, Any], name: str = "web", namespace: str = "shop",
+             group_version: str | None = None) -> dict[str, Any]:
+    """``kind`` holding ``spec`` as its pod spec; ``group_version`` (``extensions/v1beta1``) for another version."""
     group, version, _, path = WORKLOADS[kind]
     obj: dict[str, Any] = {
-        "apiVersion": f"{group}/{version}" if group else version,
+        "apiVersion": group_version or (f"{group}/{version}" if group else version),
         "kind": kind,
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
     }
@@ -82,10 +92,14 @@ def review(
     sub_resource: str | None = None,
     api_version: str = "admission.k8s.io/v1",
     uid: str | None = None,
+    group_version: str | None = None,
 ) -> dict[str, Any]:
+    """The review of ``obj``; ``group_version`` names the kind's group and version when not the usual one."""
     source = obj if isinstance(obj, dict) else old if isinstance(old, dict) else {}
     kind = kind or source.get("kind", "Pod")
     group, version, resource, _ = WORKLOADS.get(kind, ("example.sealyun.com", "v1alpha1", "projects", ()))
+    if group_version is not None:
+        group, _, version = group_version.rpartition("/")
     gvk = {"group": group, "version": version, "kind": kind}
     gvr = {"group": group, "version": version, "resource": resource}
     request: dict[str, Any] = {

@@ -210,6 +210,18 @@ def test_namespace_flag_fills_in_objects_without_one_and_exemptions_follow_it() 
     assert check("-n", "kube-system", "-", stdin=pod).returncode == 0  # exempt namespace
 
 
+def test_kinds_in_legacy_groups_and_versions_are_judged_as_the_server_judges_them() -> None:
+    legacy = ("apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: old, namespace: shop}\n"
+              "spec: {template: {spec: {containers: [{name: c, image: evil.io/x:1}]}}}\n---\n"
+              "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata: {name: cron, namespace: shop}\n"
+              "spec: {jobTemplate: {spec: {template: {spec: {containers: [{name: c, image: nginx}]}}}}}\n")
+    result = check("-o", "json", "-", stdin=legacy)
+    assert result.returncode == 1, result.stderr
+    old, cron = json.loads(result.stdout)["results"]
+    assert (old["apiVersion"], old["decision"], cron["decision"]) == ("extensions/v1beta1", "denied", "allowed")
+    assert old["status"]["message"].startswith('spec.template.spec.containers[0] "c": image "evil.io/x:1" ')
+
+
 def test_cluster_scoped_kinds_and_crds_among_the_inputs_decide_the_namespace(tmp_path: Path) -> None:
     (tmp_path / "a-crd.yaml").write_text(yaml.safe_dump({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",

@@ -12,7 +12,18 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.reviews import FIXTURES, applied, container, pod_review, pod_spec, project, review, workload
+from tests.reviews import (
+    FIXTURES,
+    LEGACY_VERSIONS,
+    WORKLOADS,
+    applied,
+    container,
+    pod_review,
+    pod_spec,
+    project,
+    review,
+    workload,
+)
 from webhook.admission.deadline import NEVER
 from webhook.admission.mutate import MAX_LISTED_CHANGES, mutate
 from webhook.admission.review import Response, decode_review
@@ -301,6 +312,15 @@ def test_every_image_site_of_workloads_is_rewritten(kind: str) -> None:
         {"op": "replace", "path": f"{prefix}/ephemeralContainers/0/image",
          "value": "mirror.acme.io/dockerhub/library/alpine"},
     ]
+
+
+@pytest.mark.parametrize(("kind", "group_version"), LEGACY_VERSIONS)
+def test_every_group_and_version_of_a_workload_kind_is_rewritten(kind: str, group_version: str) -> None:
+    obj = workload(kind, pod_spec("registry.k8s.io/pause", "nginx"), group_version=group_version)
+    answer = decide(review(obj, group_version=group_version))
+    prefix = "/" + "/".join(WORKLOADS[kind][3])
+    assert list(answer.patch) == [{"op": "replace", "path": f"{prefix}/containers/1/image",
+                                   "value": "mirror.acme.io/dockerhub/library/nginx"}]
 
 
 def test_pod_defaults_and_rewrites_come_in_one_patch() -> None:

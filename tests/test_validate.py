@@ -11,7 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.reviews import WORKLOADS, container, fixture, pod_create, pod_review, pod_spec, review, workload
+from tests.reviews import (
+    LEGACY_VERSIONS,
+    WORKLOADS,
+    container,
+    fixture,
+    pod_create,
+    pod_review,
+    pod_spec,
+    review,
+    workload,
+)
 from webhook.admission.deadline import NEVER, Deadline
 from webhook.admission.review import Request, Response, decode_review
 from webhook.admission.validate import validate
@@ -41,6 +51,20 @@ def test_every_workload_kind_is_judged(kind: str) -> None:
     assert (answer.code, answer.reason) == (403, "Forbidden")
     prefix = ".".join(WORKLOADS[kind][3])
     assert answer.message == f'{prefix}.initContainers[0] "init0": image "evil.io/x:1" (evil.io/x:1) ' \
+                             f"is not from an allowed registry; {ALLOWED_LIST}"
+
+
+@pytest.mark.parametrize(("kind", "group_version"), LEGACY_VERSIONS)
+def test_every_group_and_version_of_a_workload_kind_is_judged(kind: str, group_version: str) -> None:
+    def answer(*images: str) -> Response:
+        obj = workload(kind, pod_spec(*images), group_version=group_version)
+        return decide(review(obj, group_version=group_version))
+
+    assert answer("nginx:1.27").allowed
+    denial = answer("nginx:1.27", "evil.io/x:1")
+    assert (denial.allowed, denial.code) == (False, 403)
+    prefix = ".".join(WORKLOADS[kind][3])
+    assert denial.message == f'{prefix}.containers[1] "c1": image "evil.io/x:1" (evil.io/x:1) ' \
                              f"is not from an allowed registry; {ALLOWED_LIST}"
 
 

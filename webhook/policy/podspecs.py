@@ -14,17 +14,24 @@ from typing import Any, NamedTuple
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 _TEMPLATE = ("spec", "template", "spec")
+# kind -> (every API group that has served it, path from the object root to its pod spec).
+# Versions are not looked at: every version of a kind keeps its pod spec in the same place,
+# and a kind left out of a group here would be admitted unjudged in that group. The
+# ``extensions`` group served Deployments, DaemonSets, ReplicaSets and, before batch, Jobs.
+_WORKLOAD_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Pod": (("",), ("spec",)),
+    "PodTemplate": (("",), ("template", "spec")),
+    "ReplicationController": (("",), _TEMPLATE),
+    "Deployment": (("apps", "extensions"), _TEMPLATE),
+    "ReplicaSet": (("apps", "extensions"), _TEMPLATE),
+    "StatefulSet": (("apps",), _TEMPLATE),
+    "DaemonSet": (("apps", "extensions"), _TEMPLATE),
+    "Job": (("batch", "extensions"), _TEMPLATE),
+    "CronJob": (("batch",), ("spec", "jobTemplate", "spec", "template", "spec")),
+}
 # (API group, kind) -> path from the object root to its pod spec.
 POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("", "Pod"): ("spec",),
-    ("", "PodTemplate"): ("template", "spec"),
-    ("", "ReplicationController"): _TEMPLATE,
-    ("apps", "Deployment"): _TEMPLATE,
-    ("apps", "ReplicaSet"): _TEMPLATE,
-    ("apps", "StatefulSet"): _TEMPLATE,
-    ("apps", "DaemonSet"): _TEMPLATE,
-    ("batch", "Job"): _TEMPLATE,
-    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+    (group, kind): path for kind, (groups, path) in _WORKLOAD_KINDS.items() for group in groups
 }
 
 
@@ -63,6 +70,7 @@ _new_site = tuple.__new__
 
 
 def pod_spec_path(group: str, kind: str) -> tuple[str, ...] | None:
+    """Where ``kind`` of ``group`` keeps its pod spec, in any version; None for kinds without one."""
     return POD_SPEC_PATHS.get((group, kind))
 
 
