@@ -28,6 +28,7 @@ from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
 from webhook.policy.model import Policy, load_policy, parse_policy
 from webhook.policy.podspecs import CONTAINER_LISTS
+from webhook.policy.references import IMAGE_ID_PROBLEM
 
 DEFAULT = load_policy(None)
 ALLOWED_LIST = "allowed: registry.k8s.io, docker.io/library/*, ghcr.io/*, quay.io/*"
@@ -178,6 +179,56 @@ def test_require_digest() -> None:
     answer = decide(pod_review("quay.io/org/app:1.0"), pinned)
     assert not answer.allowed
     assert answer.message is not None and "has no digest" in answer.message
+
+
+IMAGE_ID = "sha256:" + "3f" * 32
+
+
+def test_an_image_id_is_denied_as_an_image_id() -> None:
+    answer = decide(pod_review("nginx", IMAGE_ID))
+    assert (answer.allowed, answer.code, answer.registries) == (False, 403, ("invalid",))
+    assert answer.message == f'spec.containers[1] "c1": image "{IMAGE_ID}" {IMAGE_ID_PROBLEM}'
+    hub = policy("images: {allow: ['docker.io/*']}")
+    assert decide(pod_review("sha256:ABC", init=("redis:7", "nginx:1")), hub).message == \
+        f'spec.containers[0] "c0": image "sha256:ABC" {IMAGE_ID_PROBLEM}'
+    assert decide(pod_review(f"nginx@{IMAGE_ID}", "redis:7", "nginx:1")).allowed  # a digest, named
+
+
+def test_an_image_id_is_warned_in_warn_mode_and_not_judged_where_nothing_is() -> None:
+    warn = policy("images: {mode: warn, allow: ['docker.io/*']}")
+    answer = decide(pod_review(IMAGE_ID), warn)
+    assert (answer.allowed, answer.outcome) == (True, "warned")
+    assert answer.warnings == (f'policy would deny (warn mode): spec.containers[0] "c0": image "{IMAGE_ID}" '
+                               f"{IMAGE_ID_PROBLEM}",)
+    assert decide(pod_review(IMAGE_ID, namespace="kube-system")) == Response(True)
+    assert decide(pod_review(IMAGE_ID), policy("images: {mode: off}")) == Response(True)
+
+
+# Hash functions digests are written with, as the OCI image spec and go-digest spell them.
+HASH_NAMES = ["sha256", "sha384", "sha512", "sha1", "sha224", "sha512-256", "sha512_224", "sha3-256", "sha3_512",
+              "shake128", "shake256", "md5", "md4", "blake2b", "blake2s", "blake2b-512", "blake2s256", "blake3",
+              "sm3", "ripemd160", "keccak256", "sha256+b64u"]
+
+
+def any_case(text: str) -> st.SearchStrategy[str]:
+    flips = st.lists(st.booleans(), min_size=len(text), max_size=len(text))
+    return flips.map(lambda upper: "".join(c.upper() if u else c for c, u in zip(text, upper, strict=True)))
+
+
+bare_digests = st.builds("{}:{}".format, st.sampled_from(HASH_NAMES).flatmap(any_case),
+                         st.text(alphabet="0123456789abcdefABCDEF", min_size=1, max_size=140))
+DOCKER_HUB = policy("images: {allow: ['docker.io/*', registry.k8s.io]}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(image=bare_digests, judge=st.sampled_from([DOCKER_HUB, DEFAULT]), kind=st.sampled_from(sorted(WORKLOADS)),
+       site=st.sampled_from(CONTAINER_LISTS))
+def test_a_bare_digest_is_never_allowed(image: str, judge: Policy, kind: str, site: str) -> None:
+    spec = pod_spec("nginx:1")
+    spec[site] = [*spec.get(site, []), container("id", image)]
+    answer = decide(review(workload(kind, spec)), judge)
+    assert (answer.allowed, answer.code) == (False, 403)
+    assert answer.message is not None and answer.message.endswith(f"{IMAGE_ID_PROBLEM}")
 
 
 def test_empty_allowlist_denies_everything() -> None:

@@ -30,7 +30,21 @@ PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT, re.ASCII)
 REGISTRY_RE = re.compile(rf"{_HOST}(?::[0-9]+)?", re.ASCII)
 _TAG_RE = re.compile(_TAG, re.ASCII)
 _DIGEST_RE = re.compile(_DIGEST, re.ASCII)
-_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+# An image ID where a reference belongs. The runtime reads a bare ``algorithm:hex`` (and a bare
+# 64-character hex string) as the ID of an image it already holds, and runs that image without
+# pulling anything, so no registry rule can speak for it. ``redis:7`` has the same shape, so
+# the algorithm is recognised by name, not as any word: the hash families digests are written
+# with (SHA-1/2/3 as sha1, sha256, sha3-256, sha512_256; SHAKE; BLAKE2 and BLAKE3; MD4/MD5; SM3;
+# RIPEMD; Keccak), in any case, extended as the OCI image spec allows (``sha256+b64u``). No
+# Docker Hub official image has such a name. Any hex length and case: runtimes differ in what
+# they resolve (prefixes, upper case), and none of these strings is a name anyone means.
+# Shorter bare hex strings are left alone: ``cafe`` is a valid repository name.
+_HASH_FAMILY = r"(?:sha[0-9]+|shake[0-9]*|blake[0-9][bs]?[0-9]*|md[45]|sm3|ripemd[0-9]*|keccak[0-9]*)"
+_IMAGE_ID_RE = re.compile(rf"{_HASH_FAMILY}(?:[+._-][a-z0-9]+)*:[0-9a-f]+|[0-9a-f]{{64}}", re.ASCII | re.IGNORECASE)
+IMAGE_ID_PROBLEM = (
+    "is an image ID, not an image reference: the runtime would run whatever image on the node has this ID; "
+    "name the image as repository@sha256:..."
+)
 # go-digest: the algorithms distribution accepts, with their hex lengths.
 _DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
 _LOWER_HEX_RE = re.compile(r"[a-f0-9]+", re.ASCII)
@@ -38,6 +52,22 @@ _LOWER_HEX_RE = re.compile(r"[a-f0-9]+", re.ASCII)
 
 class InvalidReference(ValueError):
     """A reference that does not parse; the message says why, for a human."""
+
+    @property
+    def problem(self) -> str:
+        """What a denial says after the image."""
+        return f"does not parse: {self}"
+
+
+class ImageID(InvalidReference):
+    """An image ID (``sha256:<hex>``) where a reference belongs; ``problem`` says so plainly."""
+
+    def __init__(self) -> None:
+        super().__init__(IMAGE_ID_PROBLEM)
+
+    @property
+    def problem(self) -> str:
+        return IMAGE_ID_PROBLEM
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +122,8 @@ def parse_reference(text: str) -> ImageRef:
     """Parse and normalise, like ``ParseNormalizedNamed``; raise InvalidReference with a reason."""
     if len(text) > REFERENCE_LENGTH_MAX:
         raise InvalidReference(f"reference is {len(text)} characters long; the limit is {REFERENCE_LENGTH_MAX}")
+    if _IMAGE_ID_RE.fullmatch(text):
+        raise ImageID
     result = _parse_cached(text)
     if isinstance(result, str):
         raise InvalidReference(result)
@@ -105,8 +137,6 @@ def _parse(text: str) -> ImageRef:
         raise InvalidReference("the reference contains white space")
     if not text.isascii():
         raise InvalidReference("the reference contains non-ASCII characters")
-    if _IDENTIFIER_RE.fullmatch(text):
-        raise InvalidReference("a 64-character hexadecimal string is an image ID, not a repository name")
 
     name, at, digest = text.partition("@")
     if at and not digest:

@@ -58,7 +58,7 @@ class ImageJudge:
         try:
             ref = parse_reference(image)
         except InvalidReference as exc:
-            return ImageFault(f"does not parse: {exc}")
+            return ImageFault(exc.problem)
         return self.judge_ref(ref)
 
     def judge_ref(self, ref: ImageRef) -> ImageFault | None:
