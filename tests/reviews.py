@@ -34,13 +34,22 @@ def container(name: str, image: Any) -> dict[str, Any]:
     }
 
 
-def pod_spec(*images: str, init: tuple[str, ...] = (), ephemeral: tuple[str, ...] = ()) -> dict[str, Any]:
+def image_volume(name: str, reference: Any) -> dict[str, Any]:
+    """An OCI image volume, as the API server sends it (pullPolicy defaulted)."""
+    return {"name": name, "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
+
+
+def pod_spec(*images: str, init: tuple[str, ...] = (), ephemeral: tuple[str, ...] = (),
+             volumes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fixture's pod spec with these containers; ``volumes`` are image volumes ``v0``, ``v1``…
+    after its service-account volume, so the first is ``volumes[1]``."""
     spec = copy.deepcopy(pod_create()["request"]["object"]["spec"])
     spec["containers"] = [container(f"c{i}", image) for i, image in enumerate(images)]
     if init:
         spec["initContainers"] = [container(f"init{i}", image) for i, image in enumerate(init)]
     if ephemeral:
         spec["ephemeralContainers"] = [container(f"debug{i}", image) for i, image in enumerate(ephemeral)]
+    spec["volumes"] += [image_volume(f"v{i}", reference) for i, reference in enumerate(volumes)]
     return spec
 
 
@@ -129,7 +138,8 @@ def review(
 def pod_review(*images: str, **kwargs: Any) -> dict[str, Any]:
     init = kwargs.pop("init", ())
     ephemeral = kwargs.pop("ephemeral", ())
-    return review(workload("Pod", pod_spec(*images, init=init, ephemeral=ephemeral)), **kwargs)
+    volumes = kwargs.pop("volumes", ())
+    return review(workload("Pod", pod_spec(*images, init=init, ephemeral=ephemeral, volumes=volumes)), **kwargs)
 
 
 def project(spec: Any = None, *, name: str = "docs", namespace: str = "shop", **metadata: Any) -> dict[str, Any]:

@@ -14,15 +14,16 @@ import orjson
 from webhook.admission.deadline import Deadline
 from webhook.admission.patch import diff
 from webhook.admission.review import Request, Response, allowed, patched, quote
+from webhook.admission.validate import site_label
 from webhook.policy.defaults import apply as apply_defaults
 from webhook.policy.model import Policy
-from webhook.policy.podspecs import CONTAINER_LISTS, images_in, pod_spec_path
+from webhook.policy.podspecs import IMAGE_LISTS, images_in, pod_spec_path
 from webhook.policy.rewrite import Rewritten, rewrite_images
 
-# Subresource -> container lists whose images are rewritten. Other subresources carry no
-# image the user can change (``status``) or no pod spec at all (``scale``, ``exec``).
+# Subresource -> lists (of containers, or volumes) whose images are rewritten. Other subresources
+# carry no image the user can change (``status``) or no pod spec at all (``scale``, ``exec``).
 REWRITTEN_LISTS: dict[str | None, frozenset[str]] = {
-    None: frozenset(CONTAINER_LISTS),
+    None: frozenset(IMAGE_LISTS),
     "ephemeralcontainers": frozenset({"ephemeralContainers"}),  # kubectl debug
 }
 # Warnings share a 4096-rune budget per request with every other webhook; stay well inside it.
@@ -64,7 +65,7 @@ def _copy(obj: dict[str, Any]) -> Any:
 
 
 def _rewritten(done: Rewritten) -> str:
-    where = f"{done.site.field} {quote(done.site.container, 63)} image {quote(done.site.image)}"
+    where = f"{site_label(done.site)} image {quote(done.site.image)}"
     if done.problem is not None:
         return f"not rewritten: {where} would become {quote(done.new)}, which is invalid: {done.problem}"
     return f"rewrote {where} to {done.new}"

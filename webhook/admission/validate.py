@@ -38,9 +38,17 @@ class Violation:
         return self.fault.ref.registry if self.fault.ref is not None else "invalid"
 
     def __str__(self) -> str:
-        where = f"{self.site.field} {quote(self.site.container, 63)}: image {quote(self.site.image)}"
+        where = f"{site_label(self.site)}: image {quote(self.site.image)}"
         normalised = f" ({self.fault.ref})" if self.fault.ref is not None else ""
         return f"{where}{normalised} {self.fault.problem}"
+
+
+def site_label(site: ImageSite) -> str:
+    """How a message names an image site: ``spec.containers[1] "web"``, or
+    ``spec.volumes[2].image.reference volume "tools"`` (a volume says it is one)."""
+    if site.is_volume:
+        return f"{site.field} volume {quote(site.name, 63)}"
+    return f"{site.field} {quote(site.name, 63)}"
 
 
 def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import orjson
 
-from webhook.policy.podspecs import CONTAINER_LISTS, MalformedObject, find_pod_spec, iter_image_sites
+from webhook.policy.podspecs import CONTAINER_LISTS, IMAGE_LISTS, find_pod_spec, iter_image_sites
 
 EACH = "[*]"
 ANY_VERSION = "*"
@@ -186,9 +186,9 @@ def _fresh(value: Any) -> Any:
 def image_probes(tree: Branch, spec_path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     """Every image string ``tree`` can write into a pod spec, as (field, image).
 
-    Two probes cover both ways a default can place an image: a whole container list set on
-    an object that lacks it, and ``image`` set inside existing containers that lack one.
-    Raises MalformedObject when a default would make the pod spec unreadable.
+    Two probes cover both ways a default can place an image: a whole container or volume list
+    set on an object that lacks it, and an image set inside existing containers or volumes
+    that lack one. Raises MalformedObject when a default would make the pod spec unreadable.
     """
     bare: dict[str, Any] = {}
     apply(tree, bare)
@@ -200,19 +200,13 @@ def image_probes(tree: Branch, spec_path: tuple[str, ...]) -> Iterator[tuple[str
     node = imageless
     for key in spec_path:
         node = node.setdefault(key, {})
-    for list_name in CONTAINER_LISTS:
+    for list_name in IMAGE_LISTS:
         node[list_name] = [{"name": "probe"}]
-    apply(tree, imageless)
-    spec = find_pod_spec(imageless, spec_path)
-    if spec is None:
-        return
-    for list_name in CONTAINER_LISTS:
-        for index, item in enumerate(spec.get(list_name) or []):
-            if isinstance(item, dict) and "image" in item:
-                field_name = f"{'.'.join(spec_path)}.{list_name}[{index}]"
-                if not isinstance(item["image"], str):
-                    raise MalformedObject(field_name, "image is not a string")
-                yield field_name, item["image"]
+    apply(tree, imageless)  # fills ``node`` in place: a default never replaces what is there
+    for list_name in CONTAINER_LISTS:  # a container the defaults left without an image is not theirs
+        node[list_name] = [item for item in node[list_name] if "image" in item]
+    for site in iter_image_sites(node, ".".join(spec_path)):
+        yield site.field, site.image
 
 
 def render_path(path: Sequence[str | int]) -> str:

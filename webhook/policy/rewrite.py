@@ -207,7 +207,11 @@ def rewrite_images(
         except InvalidReference as exc:  # e.g. a name too long once moved under a deeper prefix
             done.append(Rewritten(site, new, str(exc)))
             continue
-        spec[site.list_name][site.position]["image"] = new
+        *parents, last = site.image_path
+        node: Any = spec
+        for key in parents:
+            node = node[key]
+        node[last] = new
         done.append(Rewritten(site, new))
     return done
 
