@@ -3,12 +3,24 @@ independent implementation (docker-image-py) so our parser cannot drift from dis
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import tracemalloc
+
 import pytest
 from docker_image import reference as oracle
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from webhook.policy.references import IMAGE_ID_PROBLEM, ImageID, InvalidReference, parse_reference
+from webhook.policy.references import (
+    IMAGE_ID_PROBLEM,
+    PARSE_CACHE_LENGTH_MAX,
+    PARSE_CACHE_SIZE,
+    ImageID,
+    InvalidReference,
+    _parse_cached,
+    parse_reference,
+)
 
 SHA = "sha256:" + "a" * 64
 
@@ -104,6 +116,23 @@ def test_keeps_tag_and_digest_and_adds_no_latest() -> None:
     ref = parse_reference("quay.io/org/app")
     assert (ref.tag, ref.digest) == (None, None)
     assert str(ref) == "quay.io/org/app"
+
+
+def test_the_parse_cache_keeps_only_short_strings_and_a_bounded_number() -> None:
+    _parse_cached.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(5000):
+            for text in (f"a{i}/" + "B" * 2000, f"c{i}/" + "D" * (PARSE_CACHE_LENGTH_MAX - 8), f"e{i}/f:1"):
+                with contextlib.suppress(InvalidReference):
+                    parse_reference(text)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert _parse_cached.cache_info().currsize == PARSE_CACHE_SIZE
+    assert held < 4, f"{held:.1f} MiB held"
 
 
 # --- properties ---------------------------------------------------------------------------

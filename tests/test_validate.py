@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import gc
 import logging
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,6 +33,7 @@ from webhook.admission.webhook import Webhook
 from webhook.policy.model import Policy, load_policy, parse_policy
 from webhook.policy.podspecs import CONTAINER_LISTS, IMAGE_LISTS
 from webhook.policy.references import IMAGE_ID_PROBLEM
+from webhook.policy.verdicts import DEFAULT_CAPACITY, DEFAULT_MAX_BYTES
 
 DEFAULT = load_policy(None)
 ALLOWED_LIST = "allowed: registry.k8s.io, docker.io/library/*, ghcr.io/*, quay.io/*"
@@ -361,6 +365,38 @@ def test_the_readme_shows_the_real_kubectl_run_denial() -> None:
     pod = workload("Pod", {"containers": [container("evil", "evil.example.com/x")]}, name="evil", namespace="default")
     answer = decide(review(pod))
     assert answer.message == shown
+
+
+def held_mib(work: Callable[[], object]) -> float:
+    """MiB still allocated after ``work``, as tracemalloc counts them."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_verdict_cache_is_bounded_by_the_size_of_its_keys() -> None:
+    judge = policy("images: {allow: [quay.io/*]}").images
+    kept = 0
+
+    def flood() -> None:
+        nonlocal kept
+        for i in range(2000):
+            for image in (f"quay.io/org/app-{i}:1", f"evil.io/{i}/" + "x" * 4000, f"Bad/{i}" + "Y" * 4000,
+                          f"evil.io/{i}" + "z" * 20_000):
+                assert judge.fault(image) is not None or image.startswith("quay.io")
+                assert judge.cached_bytes <= DEFAULT_MAX_BYTES
+        kept = len(judge._seen)
+
+    held = held_mib(flood)
+    assert held < 2.5 * DEFAULT_MAX_BYTES / 2**20, f"{held:.1f} MiB held"  # keys, and their verdicts' reasons
+    assert kept < DEFAULT_CAPACITY  # the size bound cleared it before the count bound would have
+    assert judge.fault("quay.io/org/app-1999:1") is None  # still judged right, from the cache or afresh
 
 
 IMAGE_POOL = ["nginx", "nginx:1.27", "quay.io/app/x:1", "ghcr.io/acme/api@sha256:" + "a" * 64, "evil.io/miner:1",

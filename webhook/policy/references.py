@@ -110,12 +110,19 @@ def normalise_registry(host: str) -> str:
     return DEFAULT_REGISTRY if host in DOCKER_HUB_ALIASES else host
 
 
-@lru_cache(maxsize=8192)
-def _parse_cached(text: str) -> ImageRef | str:
+def _parse_or_reason(text: str) -> ImageRef | str:
     try:
         return _parse(text)
     except InvalidReference as exc:
         return str(exc)
+
+
+# Parsed references are cached, but only strings a real reference fits in: a long one may
+# keep its own text twice (key and reason), and 8192 strings of 4 KiB held 68 MiB. Capped so,
+# the cache holds at most about 3 MiB; a longer string is parsed each time (a few µs).
+PARSE_CACHE_SIZE = 4096
+PARSE_CACHE_LENGTH_MAX = 256
+_parse_cached = lru_cache(maxsize=PARSE_CACHE_SIZE)(_parse_or_reason)
 
 
 def parse_reference(text: str) -> ImageRef:
@@ -124,7 +131,7 @@ def parse_reference(text: str) -> ImageRef:
         raise InvalidReference(f"reference is {len(text)} characters long; the limit is {REFERENCE_LENGTH_MAX}")
     if _IMAGE_ID_RE.fullmatch(text):
         raise ImageID
-    result = _parse_cached(text)
+    result = _parse_cached(text) if len(text) <= PARSE_CACHE_LENGTH_MAX else _parse_or_reason(text)
     if isinstance(result, str):
         raise InvalidReference(result)
     return result
