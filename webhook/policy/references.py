@@ -48,6 +48,9 @@ IMAGE_ID_PROBLEM = (
 # go-digest: the algorithms distribution accepts, with their hex lengths.
 _DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
 _LOWER_HEX_RE = re.compile(r"[a-f0-9]+", re.ASCII)
+# What str.isspace() calls white space, found in C: a generator over the characters cost a
+# quarter of the parse.
+_SPACE_RE = re.compile(r"\s")
 
 
 class InvalidReference(ValueError):
@@ -140,7 +143,7 @@ def parse_reference(text: str) -> ImageRef:
 def _parse(text: str) -> ImageRef:
     if not text:
         raise InvalidReference("the reference is empty")
-    if text != text.strip() or any(ch.isspace() for ch in text):
+    if _SPACE_RE.search(text):
         raise InvalidReference("the reference contains white space")
     if not text.isascii():
         raise InvalidReference("the reference contains non-ASCII characters")
