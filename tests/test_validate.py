@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,7 @@ from tests.reviews import (
     workload,
 )
 from webhook.admission.deadline import NEVER, Deadline
-from webhook.admission.review import Request, Response, decode_review
+from webhook.admission.review import Request, Response, clean_warnings, decode_review
 from webhook.admission.validate import validate
 from webhook.admission.webhook import Webhook
 from webhook.policy.model import Policy, load_policy, parse_policy
@@ -237,6 +238,25 @@ def test_warn_mode_allows_with_clean_warnings() -> None:
     assert answer.warnings[0].startswith("policy would deny (warn mode): spec.containers[0]")
     assert "\\n" in answer.warnings[1] and "\\u001b" in answer.warnings[1]
     assert all(ch.isprintable() for w in answer.warnings for ch in w)
+
+
+def test_warn_mode_names_as_many_images_as_a_denial_and_counts_the_rest() -> None:
+    images = [f"evil.io/x{i}" for i in range(500)]
+    warned = decide(pod_review(*images), policy("images: {mode: warn, allow: [registry.k8s.io]}"))
+    enforced = decide(pod_review(*images), policy("images: {allow: [registry.k8s.io]}"))
+    assert warned.allowed and len(warned.warnings) == 21 and len(warned.registries) == 500
+    assert warned.warnings[-1] == "policy would deny (warn mode): and 480 more"
+    prefix = "policy would deny (warn mode): "
+    assert enforced.message == "; ".join(w.removeprefix(prefix) for w in warned.warnings) + \
+        "; allowed: registry.k8s.io"
+
+
+def test_warnings_are_deduplicated_in_order_in_linear_time() -> None:
+    many = [f"warning {i % 50_000}" for i in range(200_000)] + ["a\nb", "a b", "a\tb "]
+    started = time.monotonic()
+    cleaned = clean_warnings(many)
+    assert time.monotonic() - started < 1.0  # a list scan took minutes
+    assert cleaned == [f"warning {i}" for i in range(50_000)] + ["a b"]
 
 
 def test_require_digest() -> None:
