@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -149,14 +149,19 @@ def compile_tree(raw: Mapping[Any, Any], rule: int = 0, path: tuple[str, ...] = 
     return tree
 
 
-def apply(tree: Branch, obj: dict[str, Any]) -> list[Defaulted]:
-    """Set every absent or null field of ``tree`` in ``obj`` (in place); say what was set."""
+def apply(tree: Branch, obj: dict[str, Any], *, tick: Callable[[], None] = lambda: None) -> list[Defaulted]:
+    """Set every absent or null field of ``tree`` in ``obj`` (in place); say what was set.
+
+    ``tick`` is called for every list element visited, the one step an object can make
+    long; it raises to stop the work (the caller's deadline).
+    """
     done: list[Defaulted] = []
-    _apply(tree, obj, (), done)
+    _apply(tree, obj, (), done, tick)
     return done
 
 
-def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaulted]) -> None:
+def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaulted],
+           tick: Callable[[], None]) -> None:
     for key, node in branch.children:
         current = target.get(key)
         here = (*path, key)
@@ -167,15 +172,16 @@ def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaul
         elif isinstance(node, Branch):
             if current is None:
                 fresh: dict[str, Any] = {}
-                _apply(node, fresh, here, done)
+                _apply(node, fresh, here, done, tick)
                 if fresh:  # a branch holding only [*] creates nothing, so no empty map appears
                     target[key] = fresh
             elif isinstance(current, dict):
-                _apply(node, current, here, done)
+                _apply(node, current, here, done, tick)
         elif isinstance(current, list):
             for index, item in enumerate(current):
+                tick()
                 if isinstance(item, dict):
-                    _apply(node.branch, item, (*here, index), done)
+                    _apply(node.branch, item, (*here, index), done, tick)
 
 
 def _fresh(value: Any) -> Any:
