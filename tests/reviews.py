@@ -34,13 +34,22 @@ def container(name: str, image: Any) -> dict[str, Any]:
     }
 
 
-def pod_spec(*images: str, init: tuple[str, ...] = (), ephemeral: tuple[str, ...] = ()) -> dict[str, Any]:
+def image_volume(name: str, reference: Any) -> dict[str, Any]:
+    """An OCI image volume, as the API server sends it (pullPolicy defaulted)."""
+    return {"name": name, "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
+
+
+def pod_spec(*images: str, init: tuple[str, ...] = (), ephemeral: tuple[str, ...] = (),
+             volumes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fixture's pod spec with these containers; ``volumes`` are image volumes ``v0``, ``v1``…
+    after its service-account volume, so the first is ``volumes[1]``."""
     spec = copy.deepcopy(pod_create()["request"]["object"]["spec"])
     spec["containers"] = [container(f"c{i}", image) for i, image in enumerate(images)]
     if init:
         spec["initContainers"] = [container(f"init{i}", image) for i, image in enumerate(init)]
     if ephemeral:
         spec["ephemeralContainers"] = [container(f"debug{i}", image) for i, image in enumerate(ephemeral)]
+    spec["volumes"] += [image_volume(f"v{i}", reference) for i, reference in enumerate(volumes)]
     return spec
 
 
@@ -57,11 +66,21 @@ WORKLOADS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "CronJob": ("batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template", "spec")),
 }
 
+# Kinds in the other groups and versions that have served them; each is judged as its usual one.
+LEGACY_VERSIONS = [
+    ("Deployment", "extensions/v1beta1"), ("DaemonSet", "extensions/v1beta1"), ("ReplicaSet", "extensions/v1beta1"),
+    ("Job", "extensions/v1beta1"), ("Deployment", "apps/v1beta1"), ("Deployment", "apps/v1beta2"),
+    ("StatefulSet", "apps/v1beta1"), ("DaemonSet", "apps/v1beta2"), ("CronJob", "batch/v1beta1"),
+    ("CronJob", "batch/v2alpha1"),
+]
 
-def workload(kind: str, spec: dict[str, Any], name: str = "web", namespace: str = "shop") -> dict[str, Any]:
+
+def workload(kind: str, spec: dict[str, Any], name: str = "web", namespace: str = "shop",
+             group_version: str | None = None) -> dict[str, Any]:
+    """``kind`` holding ``spec`` as its pod spec; ``group_version`` (``extensions/v1beta1``) for another version."""
     group, version, _, path = WORKLOADS[kind]
     obj: dict[str, Any] = {
-        "apiVersion": f"{group}/{version}" if group else version,
+        "apiVersion": group_version or (f"{group}/{version}" if group else version),
         "kind": kind,
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
     }
@@ -82,10 +101,14 @@ def review(
     sub_resource: str | None = None,
     api_version: str = "admission.k8s.io/v1",
     uid: str | None = None,
+    group_version: str | None = None,
 ) -> dict[str, Any]:
+    """The review of ``obj``; ``group_version`` names the kind's group and version when not the usual one."""
     source = obj if isinstance(obj, dict) else old if isinstance(old, dict) else {}
     kind = kind or source.get("kind", "Pod")
     group, version, resource, _ = WORKLOADS.get(kind, ("example.sealyun.com", "v1alpha1", "projects", ()))
+    if group_version is not None:
+        group, _, version = group_version.rpartition("/")
     gvk = {"group": group, "version": version, "kind": kind}
     gvr = {"group": group, "version": version, "resource": resource}
     request: dict[str, Any] = {
@@ -115,7 +138,8 @@ def review(
 def pod_review(*images: str, **kwargs: Any) -> dict[str, Any]:
     init = kwargs.pop("init", ())
     ephemeral = kwargs.pop("ephemeral", ())
-    return review(workload("Pod", pod_spec(*images, init=init, ephemeral=ephemeral)), **kwargs)
+    volumes = kwargs.pop("volumes", ())
+    return review(workload("Pod", pod_spec(*images, init=init, ephemeral=ephemeral, volumes=volumes)), **kwargs)
 
 
 def project(spec: Any = None, *, name: str = "docs", namespace: str = "shop", **metadata: Any) -> dict[str, Any]:

@@ -131,6 +131,46 @@ def test_a_clean_cluster_exits_0_and_warn_mode_reports_without_failing(
                                 'pause:3.9" (registry.k8s.io/pause:3.9) is not from an allowed registry']
 
 
+def test_image_volumes_and_image_ids_are_audited_as_the_server_judges_them(
+    apiserver: ApiServer, auditor: dict[str, str], tmp_path: Path
+) -> None:
+    image_id = "sha256:" + "c0" * 32
+    apiserver.workloads.put("pods", workload("Pod", pod_spec("nginx", volumes=("evil.io/x:1",)), name="vol",
+                                             namespace="team"))
+    apiserver.workloads.put("pods", workload("Pod", pod_spec("nginx", volumes=("evil.io/x:1",)), name="sys",
+                                             namespace="kube-system"))  # exempt
+    apiserver.workloads.put("deployments.apps", workload("Deployment", pod_spec("nginx", volumes=("quay.io/t",)),
+                                                         name="fine"))
+    apiserver.workloads.put("deployments.apps", workload("Deployment", pod_spec(image_id), name="by-id"))
+    apiserver.workloads.put("cronjobs.batch", workload("CronJob", pod_spec("nginx", volumes=(image_id,)), name="c"))
+
+    result = audit("-o", "json", env=auditor)
+    assert result.returncode == 1, result.stderr
+    found = {(r["kind"], r["name"]): (r["decision"], r["status"]["message"])
+             for r in map(json.loads, result.stdout.splitlines())}
+    id_problem = ("is an image ID, not an image reference: the runtime would run whatever image on the node has "
+                  "this ID; name the image as repository@sha256:...")
+    assert found == {
+        ("Pod", "vol"): ("denied", 'spec.volumes[1].image.reference volume "v0": image "evil.io/x:1" (evil.io/x:1) '
+                                   f"is not from an allowed registry; {ALLOWED}"),
+        ("Deployment", "by-id"): ("denied", f'spec.template.spec.containers[0] "c0": image "{image_id}" {id_problem}'),
+        ("CronJob", "c"): ("denied", 'spec.jobTemplate.spec.template.spec.volumes[1].image.reference volume "v0": '
+                                     f'image "{image_id}" {id_problem}'),
+    }
+
+    policy = write_policy(tmp_path, "images:\n  mode: warn\n  allow: [docker.io/*]\nexemptNamespaces: [kube-system]\n")
+    warned = audit("--policy", str(policy), "-o", "json", env=auditor)
+    assert warned.returncode == 0
+    records = {r["name"]: r for r in map(json.loads, warned.stdout.splitlines())}
+    assert sorted(records) == ["by-id", "c", "fine", "vol"]
+    assert {r["decision"] for r in records.values()} == {"warned"}
+    assert records["vol"]["warnings"] == ['policy would deny (warn mode): spec.volumes[1].image.reference volume "v0": '
+                                          'image "evil.io/x:1" (evil.io/x:1) is not from an allowed registry']
+    (long,) = records["c"]["warnings"]  # cut at the 256 characters a warning may hold
+    assert long == ('policy would deny (warn mode): spec.jobTemplate.spec.template.spec.volumes[1].image.reference '
+                    f'volume "v0": image "{image_id}" {id_problem}')[:255] + "…"
+
+
 def test_an_expired_continue_goes_on_with_the_token_the_server_gives(
     apiserver: ApiServer, auditor: dict[str, str]
 ) -> None:

@@ -210,6 +210,84 @@ def test_namespace_flag_fills_in_objects_without_one_and_exemptions_follow_it() 
     assert check("-n", "kube-system", "-", stdin=pod).returncode == 0  # exempt namespace
 
 
+def test_kinds_in_legacy_groups_and_versions_are_judged_as_the_server_judges_them() -> None:
+    legacy = ("apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: old, namespace: shop}\n"
+              "spec: {template: {spec: {containers: [{name: c, image: evil.io/x:1}]}}}\n---\n"
+              "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata: {name: cron, namespace: shop}\n"
+              "spec: {jobTemplate: {spec: {template: {spec: {containers: [{name: c, image: nginx}]}}}}}\n")
+    result = check("-o", "json", "-", stdin=legacy)
+    assert result.returncode == 1, result.stderr
+    old, cron = json.loads(result.stdout)["results"]
+    assert (old["apiVersion"], old["decision"], cron["decision"]) == ("extensions/v1beta1", "denied", "allowed")
+    assert old["status"]["message"].startswith('spec.template.spec.containers[0] "c": image "evil.io/x:1" ')
+
+
+IMAGE_ID = "sha256:" + "5e" * 32
+BYPASSES = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: pod}
+spec:
+  containers: [{name: c, image: registry.k8s.io/pause}]
+  volumes: [{name: cache, emptyDir: {}}, {name: tools, image: {reference: evil.io/x}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fine}
+spec:
+  template:
+    spec: {containers: [{name: c, image: nginx}], volumes: [{name: t, image: {reference: nginx}}]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: cron}
+spec:
+  jobTemplate:
+    spec:
+      template:
+        spec: {containers: [{name: c, image: nginx}], volumes: [{name: id, image: {reference: 'IMAGE_ID'}}]}
+---
+apiVersion: extensions/v1beta1
+kind: DaemonSet
+metadata: {name: legacy}
+spec:
+  template:
+    spec: {containers: [{name: c, image: nginx}], volumes: [{name: t, image: {reference: evil.io/y}}]}
+""".replace("IMAGE_ID", IMAGE_ID)
+
+
+def test_image_volumes_image_ids_and_legacy_groups_are_judged() -> None:
+    result = check("-o", "json", "-", stdin=BYPASSES)
+    assert result.returncode == 1, result.stderr
+    pod, fine, cron, legacy = json.loads(result.stdout)["results"]
+    assert [r["decision"] for r in (pod, fine, cron, legacy)] == ["denied", "allowed", "denied", "denied"]
+    assert pod["status"]["message"].startswith(
+        'spec.volumes[1].image.reference volume "tools": image "evil.io/x" (evil.io/x) is not from an allowed ')
+    assert cron["status"]["message"] == (
+        f'spec.jobTemplate.spec.template.spec.volumes[0].image.reference volume "id": image "{IMAGE_ID}" is an image '
+        "ID, not an image reference: the runtime would run whatever image on the node has this ID; name the image as "
+        "repository@sha256:...")
+    assert legacy["status"]["message"].startswith('spec.template.spec.volumes[0].image.reference volume "t": ')
+    assert check("-n", "kube-system", "-", stdin=BYPASSES).returncode == 0  # exempt
+
+
+def test_image_volumes_warn_in_warn_mode_and_are_rewritten_by_mutation(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, "images:\n  mode: warn\n  allow: [registry.k8s.io, docker.io/*]\n")
+    warned = json.loads(check("--policy", str(policy), "-o", "json", "-", stdin=BYPASSES).stdout)["results"]
+    assert [r["decision"] for r in warned] == ["warned", "allowed", "warned", "warned"]
+    assert warned[0]["warnings"] == ['policy would deny (warn mode): spec.volumes[1].image.reference volume "tools": '
+                                     'image "evil.io/x" (evil.io/x) is not from an allowed registry']
+
+    mirrored = check("--policy", MUTATING_POLICY, "-o", "json", "-", stdin=BYPASSES)
+    fine = json.loads(mirrored.stdout)["results"][1]
+    assert fine["decision"] == "allowed"
+    assert fine["patch"] == [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image",
+         "value": "mirror.acme.io/dockerhub/library/nginx"},
+        {"op": "replace", "path": "/spec/template/spec/volumes/0/image/reference",
+         "value": "mirror.acme.io/dockerhub/library/nginx"}]
+
+
 def test_cluster_scoped_kinds_and_crds_among_the_inputs_decide_the_namespace(tmp_path: Path) -> None:
     (tmp_path / "a-crd.yaml").write_text(yaml.safe_dump({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",

@@ -167,6 +167,7 @@ def test_rules_that_never_meet_may_differ() -> None:
 IMAGES = "images: {allow: [registry.k8s.io, ghcr.io/acme/*]}"
 POD = "group: ''\n    versions: [v1]\n    kinds: [Pod]"
 DEPLOYMENT = "group: apps\n    versions: [v1]\n    kinds: [Deployment]"
+LEGACY = "group: extensions\n    versions: [v1beta1]\n    kinds: [DaemonSet]"
 
 
 @pytest.mark.parametrize(
@@ -184,6 +185,14 @@ DEPLOYMENT = "group: apps\n    versions: [v1]\n    kinds: [Deployment]"
          "would make a Pod unreadable: spec.initContainers[0]: has no image"),
         (POD, "      spec:\n        initContainers: x\n", "unreadable: spec.initContainers: is not a list"),
         (DEPLOYMENT, "      spec:\n        template: {spec: 5}\n", "unreadable: spec.template.spec: is not an object"),
+        (POD, "      spec:\n        volumes[*]: {image: {reference: evil.io/x}}\n",
+         "would give a Pod the image 'evil.io/x' at spec.volumes[0].image.reference, which its image rules refuse"),
+        (DEPLOYMENT, "      spec:\n        template: {spec: {volumes: [{name: t, image: {reference: 'sha256:ab'}}]}}\n",
+         "at spec.template.spec.volumes[0].image.reference, which its image rules refuse: is an image ID"),
+        (LEGACY, "      spec:\n        template: {spec: {'containers[*]': {image: evil.io/x}}}\n",
+         "would give a DaemonSet the image 'evil.io/x' at spec.template.spec.containers[0]"),
+        (POD, "      spec:\n        volumes[*]: {image: {pullPolicy: Always}}\n",  # every volume an image volume
+         "would make a Pod unreadable: spec.volumes[0].image: has no reference"),
     ],
 )
 def test_defaults_producing_refused_images_fail_load(head: str, set_yaml: str, problem: str) -> None:
@@ -195,6 +204,9 @@ def test_defaults_producing_refused_images_fail_load(head: str, set_yaml: str, p
 
 def test_defaults_with_allowed_images_load() -> None:
     text = defaults_policy("      spec:\n        containers[*]: {image: ghcr.io/acme/app}\n", head=POD, images=IMAGES)
+    assert load(text).defaults.tree_for("", "v1", "Pod") is not None
+    text = defaults_policy("      spec:\n        volumes[*]: {image: {reference: ghcr.io/acme/tools}}\n", head=POD,
+                           images=IMAGES)
     assert load(text).defaults.tree_for("", "v1", "Pod") is not None
     # With mode off nothing is judged, so nothing can fail.
     assert load(defaults_policy("      spec:\n        containers[*]: {image: evil.io/x}\n", head=POD))

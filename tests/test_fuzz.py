@@ -196,3 +196,19 @@ def test_memory_does_not_grow_under_fuzzing(client: ApiServerClient, fuzz_server
         assert client.post("/validate", orjson.dumps(varied)).status_code == 200
     growth_mb = (rss_kb(fuzz_server.process.pid) - before) / 1024
     assert growth_mb < 20, f"RSS grew by {growth_mb:.1f} MB over 2000 reviews"
+
+
+def test_unique_huge_images_leave_no_memory_behind(client: ApiServerClient, fuzz_server: ServerProcess) -> None:
+    """Verdicts are remembered per image string: a string too long to be a reference never is,
+    and the rest are bounded by size, so 240 reviews of a unique 2 MB image keep nothing."""
+    def body(index: int) -> bytes:
+        return orjson.dumps(pod_review(f"evil.io/{index:04d}" + "a" * 2_000_000, uid=f"huge-{index}"))
+
+    for index in range(10):  # warm the allocator for 2 MB bodies
+        assert client.post("/validate", body(index)).status_code == 200
+    before = rss_kb(fuzz_server.process.pid)
+    for index in range(10, 250):
+        reply = client.post("/validate", body(index))
+        assert reply.status_code == 200 and reply.json()["response"]["allowed"] is False
+    growth_mb = (rss_kb(fuzz_server.process.pid) - before) / 1024
+    assert growth_mb < 30, f"RSS grew by {growth_mb:.1f} MB over 240 reviews of a unique 2 MB image"

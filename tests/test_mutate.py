@@ -12,7 +12,19 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.reviews import FIXTURES, applied, container, pod_review, pod_spec, project, review, workload
+from tests.reviews import (
+    FIXTURES,
+    LEGACY_VERSIONS,
+    WORKLOADS,
+    applied,
+    container,
+    image_volume,
+    pod_review,
+    pod_spec,
+    project,
+    review,
+    workload,
+)
 from webhook.admission.deadline import NEVER
 from webhook.admission.mutate import MAX_LISTED_CHANGES, mutate
 from webhook.admission.review import Response, decode_review
@@ -301,6 +313,69 @@ def test_every_image_site_of_workloads_is_rewritten(kind: str) -> None:
         {"op": "replace", "path": f"{prefix}/ephemeralContainers/0/image",
          "value": "mirror.acme.io/dockerhub/library/alpine"},
     ]
+
+
+@pytest.mark.parametrize(("kind", "group_version"), LEGACY_VERSIONS)
+def test_every_group_and_version_of_a_workload_kind_is_rewritten(kind: str, group_version: str) -> None:
+    obj = workload(kind, pod_spec("registry.k8s.io/pause", "nginx"), group_version=group_version)
+    answer = decide(review(obj, group_version=group_version))
+    prefix = "/" + "/".join(WORKLOADS[kind][3])
+    assert list(answer.patch) == [{"op": "replace", "path": f"{prefix}/containers/1/image",
+                                   "value": "mirror.acme.io/dockerhub/library/nginx"}]
+
+
+@pytest.mark.parametrize("kind", ["Pod", "Deployment", "CronJob", "PodTemplate"])
+def test_image_volumes_are_rewritten_where_they_are(kind: str) -> None:
+    obj = workload(kind, pod_spec("registry.k8s.io/pause", volumes=("bitnami/tools:1", "registry.k8s.io/x")))
+    obj_spec = ".".join(WORKLOADS[kind][3])
+    if kind == "Pod":
+        obj["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False}
+    answer = decide(review(obj))
+    pointer = "/" + "/".join(WORKLOADS[kind][3]) + "/volumes/1/image/reference"
+    assert list(answer.patch) == [{"op": "replace", "path": pointer, "value": "mirror.acme.io/bitnami/tools:1"}]
+    assert answer.warnings == (f'rewrote {obj_spec}.volumes[1].image.reference volume "v0" image "bitnami/tools:1" '
+                               "to mirror.acme.io/bitnami/tools:1",)
+
+
+@pytest.mark.parametrize(("kind", "group_version"),
+                         [("Deployment", "extensions/v1beta1"), ("CronJob", "batch/v1beta1")])
+def test_image_volumes_are_rewritten_in_every_group_and_version(kind: str, group_version: str) -> None:
+    obj = workload(kind, pod_spec("registry.k8s.io/pause", volumes=("nginx",)), group_version=group_version)
+    answer = decide(review(obj, group_version=group_version))
+    assert [op["value"] for op in answer.patch] == ["mirror.acme.io/dockerhub/library/nginx"]
+
+
+def test_update_rewrites_only_volume_images_that_are_new_or_changed() -> None:
+    old = workload("Deployment", pod_spec("registry.k8s.io/pause", volumes=("nginx:1", "redis:7")))
+    scaled = copy.deepcopy(old)
+    scaled["spec"]["replicas"] = 5
+    assert decide(review(scaled, operation="UPDATE", old=old)) == Response(True)
+    # redis:7 already runs (in a volume); busybox already runs in a container of oldObject.
+    old["spec"]["template"]["spec"]["containers"].append(container("b", "busybox"))
+    changed = workload("Deployment", pod_spec("registry.k8s.io/pause", "busybox",
+                                              volumes=("nginx:2", "redis:7", "busybox")))
+    answer = decide(review(changed, operation="UPDATE", old=old))
+    assert list(answer.patch) == [{"op": "replace", "path": "/spec/template/spec/volumes/1/image/reference",
+                                   "value": "mirror.acme.io/dockerhub/library/nginx:2"}]
+
+
+def test_kubectl_debug_leaves_volume_images_alone() -> None:
+    old = workload("Pod", pod_spec("registry.k8s.io/pause"))
+    old["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False}
+    new = copy.deepcopy(old)
+    new["spec"]["volumes"].append(image_volume("tools", "nginx"))
+    new["spec"]["ephemeralContainers"] = [container("debugger", "busybox")]
+    body = review(new, operation="UPDATE", old=old, sub_resource="ephemeralcontainers")
+    assert [op["path"] for op in decide(body).patch] == ["/spec/ephemeralContainers/0/image"]
+
+
+def test_malformed_volumes_are_not_rewritten_but_the_pod_is_still_defaulted() -> None:
+    body = pod_review("nginx", volumes=("busybox",))
+    body["request"]["object"]["spec"]["volumes"].append({"name": "odd", "image": "nginx"})
+    result = mutated(body)
+    assert result["spec"]["containers"][0] == {**body["request"]["object"]["spec"]["containers"][0],
+                                               "securityContext": {"allowPrivilegeEscalation": False}}
+    assert result["spec"]["volumes"] == body["request"]["object"]["spec"]["volumes"]
 
 
 def test_pod_defaults_and_rewrites_come_in_one_patch() -> None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.reviews import applied, container, review
+from tests.reviews import applied, container, image_volume, review
 from webhook.admission.deadline import NEVER
 from webhook.admission.mutate import mutate
 from webhook.admission.patch import PatchError, apply, diff, pointer_parts
@@ -144,6 +144,13 @@ FROMS = ["docker.io", "docker.io/library", "index.docker.io/bitnami", "quay.io",
          "ghcr.io/acme/tools", "localhost:5000", "mirror.acme.io", "m2.io/x"]
 TOS = ["mirror.acme.io/hub", "mirror.acme.io", "m2.io/x", "m2.io/x/quay", "docker.io/acme/mirror", "quay.io/acme"]
 CONTAINERS = st.lists(st.builds(container, st.sampled_from(["a", "b"]), st.sampled_from(IMAGES)), max_size=3)
+VOLUMES = st.lists(st.builds(image_volume, st.sampled_from(["v", "w"]), st.sampled_from(IMAGES))
+                   | st.just({"name": "cache", "emptyDir": {}}), max_size=3)
+
+
+def site_image(list_name: str, item: dict[str, Any]) -> str | None:
+    """The image at a site: a container's image, an image volume's reference; None for other volumes."""
+    return item.get("image", {}).get("reference") if list_name == "volumes" else item["image"]
 
 
 @st.composite
@@ -155,6 +162,8 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
             for item in spec[list_name]:
                 if draw(st.booleans()):
                     item["securityContext"] = draw(st.sampled_from([{}, {"allowPrivilegeEscalation": True}, None]))
+    if draw(st.booleans()):
+        spec["volumes"] = draw(VOLUMES)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"}, "spec": spec}
 
 
@@ -195,14 +204,17 @@ def test_pod_mutation_is_idempotent_and_rewrites_as_predicted(
     result = applied(pod, run(body, policy))
     assert run(again(body, result), policy) == []
 
-    kept = {c["image"] for spec in [(old or {}).get("spec", {})] for lst in spec.values() for c in lst}
-    lists = {None: ("containers", "initContainers", "ephemeralContainers"),
+    kept = {site_image(name, item) for name, items in (old or {}).get("spec", {}).items() for item in items}
+    lists = {None: ("containers", "initContainers", "ephemeralContainers", "volumes"),
              "ephemeralcontainers": ("ephemeralContainers",)}.get(sub_resource, ())
-    for list_name, containers in pod["spec"].items():
-        for before, after in zip(containers, result["spec"][list_name], strict=True):
-            image = before["image"]
+    for list_name, items in pod["spec"].items():
+        for before, after in zip(items, result["spec"][list_name], strict=True):
+            image = site_image(list_name, before)
+            if image is None:
+                assert after == before
+                continue
             expected = image if list_name not in lists or image in kept else brute_force_rewrite(image, pairs)
-            assert after["image"] == expected
+            assert site_image(list_name, after) == expected
 
 
 def additive_change(value: Any, data: st.DataObject) -> Any:

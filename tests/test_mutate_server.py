@@ -161,3 +161,32 @@ def test_warnings_hold_no_control_characters(hook: ApiServerClient) -> None:
     body["request"]["object"]["spec"]["containers"][0]["name"] = "evil\nname\x1b[31m"
     _, response = mutated(hook, body)
     assert all(text.isprintable() for text in response["warnings"])
+
+
+def test_an_image_volume_is_rewritten_and_then_judged(hook: ApiServerClient) -> None:
+    body = pod_review("registry.k8s.io/pause", volumes=("bitnami/tools:1",))
+    denied = hook.review("/validate", body)
+    assert denied["allowed"] is False
+    message = denied["status"]["message"]
+    assert message.startswith('spec.volumes[1].image.reference volume "v0": image "bitnami/tools:1"')
+
+    result, response = mutated(hook, body)
+    assert result["spec"]["volumes"][1]["image"] == {"reference": "mirror.acme.io/bitnami/tools:1",
+                                                     "pullPolicy": "IfNotPresent"}
+    assert 'rewrote spec.volumes[1].image.reference volume "v0" image "bitnami/tools:1" to ' \
+           "mirror.acme.io/bitnami/tools:1" in response["warnings"]
+    final = copy.deepcopy(body)
+    final["request"]["object"] = result
+    assert hook.review("/validate", final) == {"uid": body["request"]["uid"], "allowed": True}
+
+
+def test_an_image_id_is_never_rewritten_into_a_reference(hook: ApiServerClient) -> None:
+    """docker.io moves to the mirror, but sha256:<hex> names no repository on docker.io."""
+    image_id = "sha256:" + "ab" * 32
+    body = pod_review("registry.k8s.io/pause", volumes=(image_id,))
+    body["request"]["object"]["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False}
+    assert hook.review("/mutate", body) == {"uid": body["request"]["uid"], "allowed": True}
+    denied = hook.review("/validate", body)
+    assert denied["status"]["message"] == (f'spec.volumes[1].image.reference volume "v0": image "{image_id}" is an '
+                                           "image ID, not an image reference: the runtime would run whatever image "
+                                           "on the node has this ID; name the image as repository@sha256:...")

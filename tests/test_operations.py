@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from tests.conftest import ApiServerClient, ServerProcess, write_policy
-from tests.reviews import pod_review, pod_spec, review, workload
-from webhook.admission.deadline import budget, parse_go_duration
+from tests.reviews import decoded_patch, pod_review, pod_spec, review, workload
+from webhook.admission.deadline import NEVER, Deadline, DeadlineExceeded, budget, parse_go_duration
 from webhook.logs import JsonFormatter
 
 SECRET = "s3cr3t-ghp_0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - a fake, to prove it is never logged
@@ -178,6 +178,90 @@ def test_the_api_server_timeout_shortens_the_budget(start_server: Any) -> None:
                                headers={"Content-Type": "application/json"})
         assert reply.json()["response"]["status"]["code"] == 504
         client.close()
+
+
+def test_warn_mode_answers_a_7mb_object_in_time_with_capped_warnings(start_server: Any, tmp_path: Path) -> None:
+    """45k containers, each image denied and unique: the warnings are capped as a denial is, and
+    building, cleaning and sending them costs time linear in the object (it was 9 s, 5.6 MB)."""
+    policy = write_policy(tmp_path, "images: {mode: warn, allow: [registry.k8s.io]}\n")
+    body = pod_review(*[f"evil.io/app-{i}:1" for i in range(45_000)], uid="warn-7mb")
+    content = orjson.dumps(body)
+    assert 6_500_000 < len(content) < 8 * 1024 * 1024
+    with start_server("--policy", str(policy)) as server:
+        client = server.client()
+        client.review("/validate", pod_review("evil.io/warm-up:1"))
+        started = time.monotonic()
+        reply = client.post("/validate", content)
+        elapsed = time.monotonic() - started
+        client.close()
+    response = reply.json()["response"]
+    assert response["allowed"] is True and "status" not in response
+    assert len(response["warnings"]) == 21
+    assert response["warnings"][0] == ('policy would deny (warn mode): spec.containers[0] "c0": '
+                                       'image "evil.io/app-0:1" (evil.io/app-0:1) is not from an allowed registry')
+    assert response["warnings"][-1] == "policy would deny (warn mode): and 44980 more"
+    assert len(reply.content) < 5000
+    assert elapsed < 1.5, f"answered in {elapsed:.2f} s"
+
+
+HEAVY_DEFAULTS = """\
+images:
+  allow: [registry.k8s.io, mirror.acme.io/*]
+  rewrite: [{from: docker.io, to: mirror.acme.io/dockerhub}]
+defaults:
+  - group: ""
+    versions: [v1]
+    kinds: [Pod]
+    set:
+      spec:
+        containers[*]:
+          imagePullPolicy: IfNotPresent
+          terminationMessagePolicy: FallbackToLogsOnError
+          securityContext:
+            allowPrivilegeEscalation: false
+            runAsNonRoot: true
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+          resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 256Mi}}
+          livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 10, timeoutSeconds: 1, failureThreshold: 3}
+          env: [{name: TZ, value: UTC}, {name: LANG, value: C.UTF-8}]
+"""
+
+
+def test_mutation_stops_at_its_deadline_inside_the_work(start_server: Any, tmp_path: Path) -> None:
+    """50,000 containers to default and rewrite take seconds (5 s here); the mutating webhook
+    checks its deadline (the default 2 s) inside each loop, so it skips in time rather than
+    answering late. Only the clock between the loops was read before: 3.5 s and more."""
+    policy = write_policy(tmp_path, HEAVY_DEFAULTS)
+    body = pod_review("nginx", uid="mutate-50k")
+    body["request"]["object"]["spec"]["containers"] = [{"name": f"c{i}", "image": f"nginx:{i}"} for i in range(50_000)]
+    with start_server("--policy", str(policy)) as server:
+        client = server.client()
+        started = time.monotonic()
+        response = client.review("/mutate", body)
+        elapsed = time.monotonic() - started
+        small = pod_review("nginx:1.27", uid="mutate-small")
+        answered = client.review("/mutate", small)
+        client.close()
+    assert response == {"uid": "mutate-50k", "allowed": True, "warnings": ["mutation skipped: deadline exceeded"]}
+    assert elapsed < 2.0 + 0.8, f"answered in {elapsed:.2f} s"
+    operations = decoded_patch(answered)
+    assert {"op": "replace", "path": "/spec/containers/0/image",
+            "value": "mirror.acme.io/dockerhub/library/nginx:1.27"} in operations
+    assert 'rewrote spec.containers[0] "c0" image "nginx:1.27" to mirror.acme.io/dockerhub/library/nginx:1.27' \
+        in answered["warnings"]
+
+
+def test_a_ticker_reads_the_clock_on_every_nth_call_only() -> None:
+    tick = Deadline(time.monotonic() - 1).ticker(every=4)  # already due
+    for _ in range(3):
+        tick()
+    with pytest.raises(DeadlineExceeded):
+        tick()
+    never = NEVER.ticker(every=1)
+    for _ in range(100):
+        never()
 
 
 @pytest.mark.parametrize(

@@ -14,15 +14,17 @@ import orjson
 from webhook.admission.deadline import Deadline
 from webhook.admission.patch import diff
 from webhook.admission.review import Request, Response, allowed, patched, quote
+from webhook.admission.validate import site_label
+from webhook.policy.defaults import Defaulted
 from webhook.policy.defaults import apply as apply_defaults
 from webhook.policy.model import Policy
-from webhook.policy.podspecs import CONTAINER_LISTS, images_in, pod_spec_path
+from webhook.policy.podspecs import IMAGE_LISTS, images_in, pod_spec_path
 from webhook.policy.rewrite import Rewritten, rewrite_images
 
-# Subresource -> container lists whose images are rewritten. Other subresources carry no
-# image the user can change (``status``) or no pod spec at all (``scale``, ``exec``).
+# Subresource -> lists (of containers, or volumes) whose images are rewritten. Other subresources
+# carry no image the user can change (``status``) or no pod spec at all (``scale``, ``exec``).
 REWRITTEN_LISTS: dict[str | None, frozenset[str]] = {
-    None: frozenset(CONTAINER_LISTS),
+    None: frozenset(IMAGE_LISTS),
     "ephemeralcontainers": frozenset({"ephemeralContainers"}),  # kubectl debug
 }
 # Warnings share a 4096-rune budget per request with every other webhook; stay well inside it.
@@ -44,15 +46,16 @@ def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
 
     mutated = _copy(original)
     deadline.check()
-    changes: list[str] = []
+    tick = deadline.ticker()  # every loop below is as long as the object makes it
+    changes: list[Defaulted | Rewritten] = []
     if tree is not None:
-        changes += (str(done) for done in apply_defaults(tree, mutated))
+        changes += apply_defaults(tree, mutated, tick=tick)
     if spec_path is not None and lists is not None:
         # On UPDATE an image that already runs is left alone, exactly as validation skips it.
         keep = images_in(request.old_object, spec_path) if request.operation == "UPDATE" else set()
-        changes += (_rewritten(done) for done in rewrite_images(policy.rewriter, mutated, spec_path, lists, keep))
+        changes += rewrite_images(policy.rewriter, mutated, spec_path, lists, keep, tick=tick)
     deadline.check()
-    operations = diff(original, mutated)
+    operations = diff(original, mutated, tick=tick)
     if not operations:
         return allowed(*_bounded(changes))  # only a rewrite that could not be done says anything here
     return patched(operations, *_bounded(changes))
@@ -64,13 +67,15 @@ def _copy(obj: dict[str, Any]) -> Any:
 
 
 def _rewritten(done: Rewritten) -> str:
-    where = f"{done.site.field} {quote(done.site.container, 63)} image {quote(done.site.image)}"
+    where = f"{site_label(done.site)} image {quote(done.site.image)}"
     if done.problem is not None:
         return f"not rewritten: {where} would become {quote(done.new)}, which is invalid: {done.problem}"
     return f"rewrote {where} to {done.new}"
 
 
-def _bounded(changes: list[str]) -> list[str]:
-    if len(changes) <= MAX_LISTED_CHANGES:
-        return changes
-    return [*changes[:MAX_LISTED_CHANGES], f"and {len(changes) - MAX_LISTED_CHANGES} more changes"]
+def _bounded(changes: list[Defaulted | Rewritten]) -> list[str]:
+    """The first changes in words, then how many more: only what is listed is worded."""
+    words = [_rewritten(done) if isinstance(done, Rewritten) else str(done) for done in changes[:MAX_LISTED_CHANGES]]
+    if len(changes) > MAX_LISTED_CHANGES:
+        words.append(f"and {len(changes) - MAX_LISTED_CHANGES} more changes")
+    return words

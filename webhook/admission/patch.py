@@ -8,6 +8,7 @@ the webhook answers as "mutation skipped" rather than sending a patch that remov
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,15 +25,18 @@ def escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def diff(original: Any, mutated: Any) -> list[Operation]:
-    """The minimal ``add``/``replace`` operations turning ``original`` into ``mutated``."""
+def diff(original: Any, mutated: Any, *, tick: Callable[[], None] = lambda: None) -> list[Operation]:
+    """The minimal ``add``/``replace`` operations turning ``original`` into ``mutated``.
+
+    ``tick`` is called for every key and element compared, and raises to stop the work.
+    """
     operations: list[Operation] = []
     if isinstance(original, dict | list) or not _same(original, mutated):
-        _diff(original, mutated, "", operations)
+        _diff(original, mutated, "", operations, tick)
     return operations
 
 
-def _diff(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
+def _diff(old: Any, new: Any, path: str, operations: list[Operation], tick: Callable[[], None]) -> None:
     """Scalars reach here only when they differ; containers compare their children first, so
     that equal subtrees (most of an object) are encoded once and never walked."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -40,16 +44,18 @@ def _diff(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
             if key not in new:
                 raise PatchError(f"{path}/{escape(key)} was removed")
         for key, value in new.items():
+            tick()
             if key not in old:
                 operations.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
             elif not _same(old[key], value):
-                _diff(old[key], value, f"{path}/{escape(key)}", operations)
+                _diff(old[key], value, f"{path}/{escape(key)}", operations, tick)
     elif isinstance(old, list) and isinstance(new, list):
         if len(old) != len(new):
             raise PatchError(f"{path or '/'} changed length from {len(old)} to {len(new)}")
         for index, (before, after) in enumerate(zip(old, new, strict=True)):
+            tick()
             if not _same(before, after):
-                _diff(before, after, f"{path}/{index}", operations)
+                _diff(before, after, f"{path}/{index}", operations, tick)
     else:
         if not path:
             raise PatchError("the whole object was replaced")

@@ -203,15 +203,19 @@ def encode_response(request: Request, response: Response, *, mutating: bool) -> 
 
 
 def clean_warnings(warnings: Sequence[str]) -> list[str]:
-    """The API server silently drops a warning holding any control character; we replace them."""
-    cleaned: list[str] = []
+    """The API server silently drops a warning holding any control character; we replace them.
+
+    Duplicates are dropped through a dict, keeping the order: a list scan made a long list of
+    warnings quadratic.
+    """
+    cleaned: dict[str, None] = {}
     for warning in warnings:
         text = " ".join(sanitize(warning).split())
         if len(text) > WARNING_MAX_CHARS:
             text = text[: WARNING_MAX_CHARS - 1] + "…"
-        if text and text not in cleaned:
-            cleaned.append(text)
-    return cleaned
+        if text:
+            cleaned[text] = None
+    return list(cleaned)
 
 
 def sanitize(text: str) -> str:

@@ -20,8 +20,11 @@ from webhook.policy.podspecs import (
 )
 from webhook.policy.verdicts import ImageFault
 
-# A denial names every offending image, up to this many; the rest are counted.
+# A denial, or the warnings of warn mode, name every offending image up to this many; the rest
+# are counted. The API server keeps only so much of either, and a list as long as a 100k
+# container Pod cost seconds to build and megabytes to send.
 MAX_LISTED_VIOLATIONS = 20
+WARN_PREFIX = "policy would deny (warn mode): "
 # The deadline is checked before every this many images: an uncached image takes about 1 µs to
 # judge, and a cached one less than reading the clock does.
 DEADLINE_EVERY = 8
@@ -38,9 +41,17 @@ class Violation:
         return self.fault.ref.registry if self.fault.ref is not None else "invalid"
 
     def __str__(self) -> str:
-        where = f"{self.site.field} {quote(self.site.container, 63)}: image {quote(self.site.image)}"
+        where = f"{site_label(self.site)}: image {quote(self.site.image)}"
         normalised = f" ({self.fault.ref})" if self.fault.ref is not None else ""
         return f"{where}{normalised} {self.fault.problem}"
+
+
+def site_label(site: ImageSite) -> str:
+    """How a message names an image site: ``spec.containers[1] "web"``, or
+    ``spec.volumes[2].image.reference volume "tools"`` (a volume says it is one)."""
+    if site.is_volume:
+        return f"{site.field} volume {quote(site.name, 63)}"
+    return f"{site.field} {quote(site.name, 63)}"
 
 
 def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
@@ -76,7 +87,7 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
         return allowed()
     registries = [v.registry for v in violations]
     if policy.mode == "warn":
-        return warned([f"policy would deny (warn mode): {v}" for v in violations], registries)
+        return warned(warning_lines(violations), registries)
     return denied(denial_message(violations, policy), registries=registries)
 
 
@@ -95,10 +106,21 @@ def judged_sites(request: Request, spec: Mapping[str, Any], spec_path: tuple[str
     return sites
 
 
-def denial_message(violations: list[Violation], policy: Policy) -> str:
-    listed = "; ".join(str(v) for v in violations[:MAX_LISTED_VIOLATIONS])
+def named(violations: list[Violation]) -> list[str]:
+    """The first violations, each as a sentence, then how many more there are: one place for
+    the cap, so a denial and the warnings of warn mode name the same images."""
+    lines = [str(v) for v in violations[:MAX_LISTED_VIOLATIONS]]
     if len(violations) > MAX_LISTED_VIOLATIONS:
-        listed += f"; and {len(violations) - MAX_LISTED_VIOLATIONS} more"
+        lines.append(f"and {len(violations) - MAX_LISTED_VIOLATIONS} more")
+    return lines
+
+
+def warning_lines(violations: list[Violation]) -> list[str]:
+    return [WARN_PREFIX + line for line in named(violations)]
+
+
+def denial_message(violations: list[Violation], policy: Policy) -> str:
+    message = "; ".join(named(violations))
     if any(v.fault.registry_denied for v in violations):
-        listed += f"; allowed: {policy.allowlist}"
-    return listed
+        message += f"; allowed: {policy.allowlist}"
+    return message

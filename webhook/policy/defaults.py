@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import orjson
 
-from webhook.policy.podspecs import CONTAINER_LISTS, MalformedObject, find_pod_spec, iter_image_sites
+from webhook.policy.podspecs import CONTAINER_LISTS, IMAGE_LISTS, find_pod_spec, iter_image_sites
 
 EACH = "[*]"
 ANY_VERSION = "*"
@@ -149,14 +149,19 @@ def compile_tree(raw: Mapping[Any, Any], rule: int = 0, path: tuple[str, ...] = 
     return tree
 
 
-def apply(tree: Branch, obj: dict[str, Any]) -> list[Defaulted]:
-    """Set every absent or null field of ``tree`` in ``obj`` (in place); say what was set."""
+def apply(tree: Branch, obj: dict[str, Any], *, tick: Callable[[], None] = lambda: None) -> list[Defaulted]:
+    """Set every absent or null field of ``tree`` in ``obj`` (in place); say what was set.
+
+    ``tick`` is called for every list element visited, the one step an object can make
+    long; it raises to stop the work (the caller's deadline).
+    """
     done: list[Defaulted] = []
-    _apply(tree, obj, (), done)
+    _apply(tree, obj, (), done, tick)
     return done
 
 
-def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaulted]) -> None:
+def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaulted],
+           tick: Callable[[], None]) -> None:
     for key, node in branch.children:
         current = target.get(key)
         here = (*path, key)
@@ -167,15 +172,16 @@ def _apply(branch: Branch, target: dict[str, Any], path: Path, done: list[Defaul
         elif isinstance(node, Branch):
             if current is None:
                 fresh: dict[str, Any] = {}
-                _apply(node, fresh, here, done)
+                _apply(node, fresh, here, done, tick)
                 if fresh:  # a branch holding only [*] creates nothing, so no empty map appears
                     target[key] = fresh
             elif isinstance(current, dict):
-                _apply(node, current, here, done)
+                _apply(node, current, here, done, tick)
         elif isinstance(current, list):
             for index, item in enumerate(current):
+                tick()
                 if isinstance(item, dict):
-                    _apply(node.branch, item, (*here, index), done)
+                    _apply(node.branch, item, (*here, index), done, tick)
 
 
 def _fresh(value: Any) -> Any:
@@ -186,9 +192,9 @@ def _fresh(value: Any) -> Any:
 def image_probes(tree: Branch, spec_path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     """Every image string ``tree`` can write into a pod spec, as (field, image).
 
-    Two probes cover both ways a default can place an image: a whole container list set on
-    an object that lacks it, and ``image`` set inside existing containers that lack one.
-    Raises MalformedObject when a default would make the pod spec unreadable.
+    Two probes cover both ways a default can place an image: a whole container or volume list
+    set on an object that lacks it, and an image set inside existing containers or volumes
+    that lack one. Raises MalformedObject when a default would make the pod spec unreadable.
     """
     bare: dict[str, Any] = {}
     apply(tree, bare)
@@ -200,19 +206,13 @@ def image_probes(tree: Branch, spec_path: tuple[str, ...]) -> Iterator[tuple[str
     node = imageless
     for key in spec_path:
         node = node.setdefault(key, {})
-    for list_name in CONTAINER_LISTS:
+    for list_name in IMAGE_LISTS:
         node[list_name] = [{"name": "probe"}]
-    apply(tree, imageless)
-    spec = find_pod_spec(imageless, spec_path)
-    if spec is None:
-        return
-    for list_name in CONTAINER_LISTS:
-        for index, item in enumerate(spec.get(list_name) or []):
-            if isinstance(item, dict) and "image" in item:
-                field_name = f"{'.'.join(spec_path)}.{list_name}[{index}]"
-                if not isinstance(item["image"], str):
-                    raise MalformedObject(field_name, "image is not a string")
-                yield field_name, item["image"]
+    apply(tree, imageless)  # fills ``node`` in place: a default never replaces what is there
+    for list_name in CONTAINER_LISTS:  # a container the defaults left without an image is not theirs
+        node[list_name] = [item for item in node[list_name] if "image" in item]
+    for site in iter_image_sites(node, ".".join(spec_path)):
+        yield site.field, site.image
 
 
 def render_path(path: Sequence[str | int]) -> str:

@@ -163,7 +163,7 @@ class Policy:
         try:
             ref = parse_reference(image)
         except InvalidReference as exc:
-            return f"does not parse: {exc}"
+            return exc.problem
         ref = self.rewriter.rewrite(ref) or ref
         fault = self.images.judge_ref(ref)
         if fault is None:

@@ -1,4 +1,4 @@
-"""Where images live: the pod spec of each kind we judge, and the containers in it.
+"""Where images live: the pod spec of each kind we judge, its containers and its image volumes.
 
 Objects stay raw dicts as they arrived. JSON decoding gives plain ``dict`` and ``list``, and
 an exact ``dict`` check is much cheaper than an ABC ``Mapping`` check on the hot path. A
@@ -12,19 +12,30 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+# An OCI image volume (``volumes[i].image.reference``) is pulled by the kubelet like a
+# container image, so it is an image site too; a volume without ``image`` is another type.
+VOLUMES = "volumes"
+IMAGE_LISTS = (*CONTAINER_LISTS, VOLUMES)
 
 _TEMPLATE = ("spec", "template", "spec")
+# kind -> (every API group that has served it, path from the object root to its pod spec).
+# Versions are not looked at: every version of a kind keeps its pod spec in the same place,
+# and a kind left out of a group here would be admitted unjudged in that group. The
+# ``extensions`` group served Deployments, DaemonSets, ReplicaSets and, before batch, Jobs.
+_WORKLOAD_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Pod": (("",), ("spec",)),
+    "PodTemplate": (("",), ("template", "spec")),
+    "ReplicationController": (("",), _TEMPLATE),
+    "Deployment": (("apps", "extensions"), _TEMPLATE),
+    "ReplicaSet": (("apps", "extensions"), _TEMPLATE),
+    "StatefulSet": (("apps",), _TEMPLATE),
+    "DaemonSet": (("apps", "extensions"), _TEMPLATE),
+    "Job": (("batch", "extensions"), _TEMPLATE),
+    "CronJob": (("batch",), ("spec", "jobTemplate", "spec", "template", "spec")),
+}
 # (API group, kind) -> path from the object root to its pod spec.
 POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("", "Pod"): ("spec",),
-    ("", "PodTemplate"): ("template", "spec"),
-    ("", "ReplicationController"): _TEMPLATE,
-    ("apps", "Deployment"): _TEMPLATE,
-    ("apps", "ReplicaSet"): _TEMPLATE,
-    ("apps", "StatefulSet"): _TEMPLATE,
-    ("apps", "DaemonSet"): _TEMPLATE,
-    ("batch", "Job"): _TEMPLATE,
-    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+    (group, kind): path for kind, (groups, path) in _WORKLOAD_KINDS.items() for group in groups
 }
 
 
@@ -38,22 +49,32 @@ class MalformedObject(ValueError):
 
 
 class ImageSite(NamedTuple):
-    """One container image. A tuple, because a Pod of 100 containers builds 100 of them per
-    request, and its ``field`` (``spec.containers[1]``) is only spelt out for a message."""
+    """One container image or image volume. A tuple, because a Pod of 100 containers builds 100
+    of them per request, and its ``field`` (``spec.containers[1]``) is only spelt out for a message."""
 
     prefix: str
-    list_name: str
+    list_name: str  # one of IMAGE_LISTS
     position: int  # in its list (``index`` would hide tuple.index)
-    container: str
+    name: str  # of the container or the volume
     image: str
 
     @property
+    def is_volume(self) -> bool:
+        return self.list_name == VOLUMES
+
+    @property
     def field(self) -> str:
+        """A container by its place (``spec.containers[1]``), as messages always named it; a
+        volume by the field that holds the image (``spec.volumes[2].image.reference``)."""
+        if self.list_name == VOLUMES:
+            return f"{self.prefix}.{VOLUMES}[{self.position}].image.reference"
         return f"{self.prefix}.{self.list_name}[{self.position}]"
 
     @property
     def image_path(self) -> tuple[str | int, ...]:
         """The image as a path of keys, relative to the pod spec."""
+        if self.list_name == VOLUMES:
+            return (VOLUMES, self.position, "image", "reference")
         return (self.list_name, self.position, "image")
 
 
@@ -63,6 +84,7 @@ _new_site = tuple.__new__
 
 
 def pod_spec_path(group: str, kind: str) -> tuple[str, ...] | None:
+    """Where ``kind`` of ``group`` keeps its pod spec, in any version; None for kinds without one."""
     return POD_SPEC_PATHS.get((group, kind))
 
 
@@ -82,7 +104,7 @@ def find_pod_spec(obj: Any, path: tuple[str, ...]) -> Mapping[str, Any] | None:
 
 
 def iter_image_sites(spec: Mapping[str, Any], prefix: str) -> Iterator[ImageSite]:
-    """Every container image in a pod spec, strictly: a wrong type raises MalformedObject."""
+    """Every image in a pod spec, containers first, strictly: a wrong type raises MalformedObject."""
     for list_name in CONTAINER_LISTS:
         containers = spec.get(list_name)
         if containers is None:
@@ -98,10 +120,32 @@ def iter_image_sites(spec: Mapping[str, Any], prefix: str) -> Iterator[ImageSite
                 problem = "has no image" if image is None else f"image is a {_json_type(image)}, not a string"
                 raise MalformedObject(f"{prefix}.{list_name}[{index}]", problem)
             yield _new_site(ImageSite, (prefix, list_name, index, name if type(name) is str else str(name), image))
+    volumes = spec.get(VOLUMES)
+    if volumes is None:
+        return
+    if not isinstance(volumes, list):
+        raise MalformedObject(f"{prefix}.{VOLUMES}", "is not a list")
+    for index, volume in enumerate(volumes):
+        if type(volume) is not dict:
+            raise MalformedObject(f"{prefix}.{VOLUMES}[{index}]", "is not an object")
+        source = volume.get("image")
+        if source is None:  # another type of volume (null is absent, as the API server reads it)
+            continue
+        if type(source) is not dict:
+            raise MalformedObject(f"{prefix}.{VOLUMES}[{index}].image", f"is a {_json_type(source)}, not an object")
+        reference = source.get("reference")
+        if type(reference) is not str:
+            problem = (
+                "has no reference" if reference is None
+                else f"reference is a {_json_type(reference)}, not a string"
+            )
+            raise MalformedObject(f"{prefix}.{VOLUMES}[{index}].image", problem)
+        name = volume.get("name", "")
+        yield _new_site(ImageSite, (prefix, VOLUMES, index, name if type(name) is str else str(name), reference))
 
 
 def plain_images(spec: Mapping[str, Any]) -> list[str] | None:
-    """Every image string of a pod spec whose containers are all well formed; None when one is not.
+    """Every image string of a pod spec whose image sites are all well formed; None when one is not.
 
     A cheap first look for the common case, a Pod whose images were all judged before: it
     builds no site per container. None sends the caller to ``iter_image_sites``, which names
@@ -118,11 +162,24 @@ def plain_images(spec: Mapping[str, Any]) -> list[str] | None:
             if type(container) is not dict or type(image := container.get("image")) is not str:
                 return None
             images.append(image)
+    volumes = spec.get(VOLUMES)
+    if volumes is not None:
+        if type(volumes) is not list:
+            return None
+        for volume in volumes:
+            if type(volume) is not dict:
+                return None
+            source = volume.get("image")
+            if source is None:
+                continue
+            if type(source) is not dict or type(reference := source.get("reference")) is not str:
+                return None
+            images.append(reference)
     return images
 
 
 def images_in(obj: Any, path: tuple[str, ...]) -> set[str]:
-    """The image strings an (old) object holds, read leniently: unreadable parts hold none."""
+    """The image strings an (old) object holds at any image site, read leniently: unreadable parts hold none."""
     try:
         spec = find_pod_spec(obj, path)
     except MalformedObject:
@@ -134,6 +191,10 @@ def images_in(obj: Any, path: tuple[str, ...]) -> set[str]:
         containers = spec.get(list_name)
         if isinstance(containers, list):
             found.update(c["image"] for c in containers if isinstance(c, dict) and isinstance(c.get("image"), str))
+    volumes = spec.get(VOLUMES)
+    if isinstance(volumes, list):
+        sources = [v["image"] for v in volumes if isinstance(v, dict) and isinstance(v.get("image"), dict)]
+        found.update(s["reference"] for s in sources if isinstance(s.get("reference"), str))
     return found
 
 

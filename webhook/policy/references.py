@@ -30,14 +30,47 @@ PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT, re.ASCII)
 REGISTRY_RE = re.compile(rf"{_HOST}(?::[0-9]+)?", re.ASCII)
 _TAG_RE = re.compile(_TAG, re.ASCII)
 _DIGEST_RE = re.compile(_DIGEST, re.ASCII)
-_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+# An image ID where a reference belongs. The runtime reads a bare ``algorithm:hex`` (and a bare
+# 64-character hex string) as the ID of an image it already holds, and runs that image without
+# pulling anything, so no registry rule can speak for it. ``redis:7`` has the same shape, so
+# the algorithm is recognised by name, not as any word: the hash families digests are written
+# with (SHA-1/2/3 as sha1, sha256, sha3-256, sha512_256; SHAKE; BLAKE2 and BLAKE3; MD4/MD5; SM3;
+# RIPEMD; Keccak), in any case, extended as the OCI image spec allows (``sha256+b64u``). No
+# Docker Hub official image has such a name. Any hex length and case: runtimes differ in what
+# they resolve (prefixes, upper case), and none of these strings is a name anyone means.
+# Shorter bare hex strings are left alone: ``cafe`` is a valid repository name.
+_HASH_FAMILY = r"(?:sha[0-9]+|shake[0-9]*|blake[0-9][bs]?[0-9]*|md[45]|sm3|ripemd[0-9]*|keccak[0-9]*)"
+_IMAGE_ID_RE = re.compile(rf"{_HASH_FAMILY}(?:[+._-][a-z0-9]+)*:[0-9a-f]+|[0-9a-f]{{64}}", re.ASCII | re.IGNORECASE)
+IMAGE_ID_PROBLEM = (
+    "is an image ID, not an image reference: the runtime would run whatever image on the node has this ID; "
+    "name the image as repository@sha256:..."
+)
 # go-digest: the algorithms distribution accepts, with their hex lengths.
 _DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
 _LOWER_HEX_RE = re.compile(r"[a-f0-9]+", re.ASCII)
+# What str.isspace() calls white space, found in C: a generator over the characters cost a
+# quarter of the parse.
+_SPACE_RE = re.compile(r"\s")
 
 
 class InvalidReference(ValueError):
     """A reference that does not parse; the message says why, for a human."""
+
+    @property
+    def problem(self) -> str:
+        """What a denial says after the image."""
+        return f"does not parse: {self}"
+
+
+class ImageID(InvalidReference):
+    """An image ID (``sha256:<hex>``) where a reference belongs; ``problem`` says so plainly."""
+
+    def __init__(self) -> None:
+        super().__init__(IMAGE_ID_PROBLEM)
+
+    @property
+    def problem(self) -> str:
+        return IMAGE_ID_PROBLEM
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +113,28 @@ def normalise_registry(host: str) -> str:
     return DEFAULT_REGISTRY if host in DOCKER_HUB_ALIASES else host
 
 
-@lru_cache(maxsize=8192)
-def _parse_cached(text: str) -> ImageRef | str:
+def _parse_or_reason(text: str) -> ImageRef | str:
     try:
         return _parse(text)
     except InvalidReference as exc:
         return str(exc)
 
 
+# Parsed references are cached, but only strings a real reference fits in: a long one may
+# keep its own text twice (key and reason), and 8192 strings of 4 KiB held 68 MiB. Capped so,
+# the cache holds at most about 3 MiB; a longer string is parsed each time (a few µs).
+PARSE_CACHE_SIZE = 4096
+PARSE_CACHE_LENGTH_MAX = 256
+_parse_cached = lru_cache(maxsize=PARSE_CACHE_SIZE)(_parse_or_reason)
+
+
 def parse_reference(text: str) -> ImageRef:
     """Parse and normalise, like ``ParseNormalizedNamed``; raise InvalidReference with a reason."""
     if len(text) > REFERENCE_LENGTH_MAX:
         raise InvalidReference(f"reference is {len(text)} characters long; the limit is {REFERENCE_LENGTH_MAX}")
-    result = _parse_cached(text)
+    if _IMAGE_ID_RE.fullmatch(text):
+        raise ImageID
+    result = _parse_cached(text) if len(text) <= PARSE_CACHE_LENGTH_MAX else _parse_or_reason(text)
     if isinstance(result, str):
         raise InvalidReference(result)
     return result
@@ -101,12 +143,10 @@ def parse_reference(text: str) -> ImageRef:
 def _parse(text: str) -> ImageRef:
     if not text:
         raise InvalidReference("the reference is empty")
-    if text != text.strip() or any(ch.isspace() for ch in text):
+    if _SPACE_RE.search(text):
         raise InvalidReference("the reference contains white space")
     if not text.isascii():
         raise InvalidReference("the reference contains non-ASCII characters")
-    if _IDENTIFIER_RE.fullmatch(text):
-        raise InvalidReference("a 64-character hexadecimal string is an image ID, not a repository name")
 
     name, at, digest = text.partition("@")
     if at and not digest:

@@ -10,7 +10,7 @@ rewrite again, since the webhook must be idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,11 +176,14 @@ def rewrite_images(
     spec_path: tuple[str, ...],
     lists: frozenset[str],
     keep: frozenset[str] | set[str],
+    *,
+    tick: Callable[[], None] = lambda: None,
 ) -> list[Rewritten]:
     """Rewrite, in place, the images in ``lists`` of the pod spec, except those in ``keep``.
 
     An object whose pod spec cannot be read is left alone: the validating webhook refuses it
     anyway, naming the field. An image that does not parse is left for it to deny too.
+    ``tick`` is called for every image site, and raises to stop the work.
     """
     try:
         spec = find_pod_spec(obj, spec_path)
@@ -191,6 +194,7 @@ def rewrite_images(
         return []
     done: list[Rewritten] = []
     for site in sites:
+        tick()
         if site.list_name not in lists or site.image in keep:
             continue
         try:
@@ -207,7 +211,11 @@ def rewrite_images(
         except InvalidReference as exc:  # e.g. a name too long once moved under a deeper prefix
             done.append(Rewritten(site, new, str(exc)))
             continue
-        spec[site.list_name][site.position]["image"] = new
+        *parents, last = site.image_path
+        node: Any = spec
+        for key in parents:
+            node = node[key]
+        node[last] = new
         done.append(Rewritten(site, new))
     return done
 
