@@ -27,7 +27,15 @@ from webhook.policy.defaults import (
 from webhook.policy.patterns import Allowlist, Pattern, PatternError, parse_pattern
 from webhook.policy.podspecs import MalformedObject, pod_spec_path
 from webhook.policy.references import InvalidReference, parse_reference
-from webhook.policy.rewrite import RewriteError, Rewriter, RewriteRule, check_rules, parse_prefix, probes
+from webhook.policy.rewrite import (
+    RewriteError,
+    Rewriter,
+    RewriteRule,
+    check_rules,
+    deciding_images,
+    fresh_component,
+    parse_prefix,
+)
 from webhook.policy.verdicts import ImageJudge
 
 Mode = Literal["enforce", "warn", "off"]
@@ -198,17 +206,23 @@ def _compile_defaults(specs: list[DefaultsSpec], source: str) -> Defaults:
 
 def _refuse_results_breaking_rules(policy: Policy) -> None:
     """A policy must admit what its own mutation produces, or every such object is denied."""
-    for rewrite in policy.rewriter.rules:
+    rules = policy.rewriter.rules
+    fresh = fresh_component([c for p in policy.allowlist.patterns for c in p.path]
+                            + [c for rule in rules for c in rule.source.path])
+    for rewrite in rules:
+        if rewrite.identity:  # it rewrites nothing: what it keeps is judged as it is
+            continue
         key = f"images.rewrite[{rewrite.index}].to"
         try:
-            refs = list(probes(rewrite))
+            deciding = list(deciding_images(rewrite, fresh))
         except InvalidReference as exc:
             raise PolicyError(policy.source, key, f"rewritten images would not be valid references: {exc}") from None
-        for ref in refs:
-            if not policy.allowlist.allows(ref):
+        for original, result in deciding:
+            if not policy.allowlist.allows(result):
                 raise PolicyError(
                     policy.source, key,
-                    f"rewritten images such as {str(ref)!r} would not be allowed by images.allow ({policy.allowlist})",
+                    f"rewritten images such as {str(result)!r} (from {str(original)!r}) would not be allowed "
+                    f"by images.allow ({policy.allowlist})",
                 )
     for rule in policy.defaults.rules:  # merged trees produce exactly the union of these images
         key = f"defaults[{rule.index}].set"
