@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.untrusted import quote
+
 V1 = "admission.k8s.io/v1"
 V1BETA1 = "admission.k8s.io/v1beta1"
 SUPPORTED_VERSIONS = (V1, V1BETA1)
@@ -193,16 +195,6 @@ def sanitize(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-
-
-def quote(value: str, limit: int = 200) -> str:
-    """Quote untrusted text for a message: control characters escaped, length bounded."""
-    if len(value) > limit:
-        value = value[:limit] + f"…({len(value)} chars)"
-    text = orjson.dumps(value).decode()
-    if text.isascii():
-        return text
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 def _string(value: object) -> str | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.admission.deadline import Deadline
-from webhook.admission.review import Request, Response, allowed, denied, invalid, quote, warned
+from webhook.admission.review import Request, Response, allowed, denied, invalid, warned
 from webhook.policy.model import Policy
 from webhook.policy.podspecs import (
     ImageSite,
@@ -19,6 +19,7 @@ from webhook.policy.podspecs import (
     pod_spec_path,
 )
 from webhook.policy.verdicts import ImageFault
+from webhook.untrusted import quote
 
 # A denial names every offending image, up to this many; the rest are counted.
 MAX_LISTED_VIOLATIONS = 20
