@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import ApiServerClient, ServerProcess, write_policy
 from tests.reviews import pod_review, pod_spec, review, workload
 from webhook.admission.deadline import budget, parse_go_duration
-from webhook.logs import JsonFormatter
+from webhook.logs import FIELD_LIMIT, JsonFormatter
 
 SECRET = "s3cr3t-ghp_0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - a fake, to prove it is never logged
 
@@ -135,6 +135,37 @@ def test_text_log_format(start_server: Any) -> None:
         time.sleep(0.2)
         (line,) = [line for line in server.logs().splitlines() if "text-uid" in line]
         assert " INFO webhook.admission: validate denied " in line and "uid=text-uid" in line
+
+
+FORGED = "\n2026-01-01 00:00:00,000 INFO webhook.admission: validate allowed uid=forged"
+
+
+def test_text_log_lines_cannot_be_forged_or_grow_without_bound(start_server: Any, tmp_path: Path) -> None:
+    """The mutating webhook sees names before the API server validates them; warn mode joins
+    every warning into the line's reason."""
+    policy = write_policy(tmp_path, "images: {mode: warn, allow: [ghcr.io/*]}\n")
+    forged = pod_review("evil.io/x", uid="forge-1")
+    forged["request"]["object"]["metadata"]["name"] = forged["request"]["name"] = "web" + FORGED
+    forged["request"]["userInfo"]["username"] = 'alice\r\u2028mallory" user=root'
+    huge = pod_review(*[f"evil.io/{i}/" + "x" * 150 for i in range(3000)], uid="huge-1")
+    with start_server("--log-format", "text", "--policy", str(policy)) as server:
+        for path in ("/validate", "/mutate"):
+            client = server.client()
+            assert client.review(path, forged)["allowed"] is True
+            client.close()
+        client = server.client()
+        assert len(client.review("/validate", huge)["warnings"]) == 3000
+        client.close()
+        time.sleep(0.2)
+        lines = server.logs().splitlines()  # splits on U+2028 and the other separators too
+    assert not [line for line in lines if line.startswith("2026-01-01")]
+    (line,) = [line for line in lines if "forged" in line]  # /mutate allowed it without a patch: no line
+    assert "uid=forge-1 webhook=validate " in line and "decision=warned" in line
+    assert f"name={json.dumps('web' + FORGED)} " in line
+    assert ' user="alice\\r\\u2028mallory\\" user=root" ' in line
+    (line,) = [line for line in lines if "uid=huge-1" in line]
+    (length,) = re.findall(r"…\((\d+) chars\)", line)
+    assert len(line) < 2 * FIELD_LIMIT and int(length) > 3000 * 150
 
 
 # --- deadlines -------------------------------------------------------------------------------
