@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import ApiServerClient, ServerProcess, write_policy
+from tests.conftest import ApiServerClient, ServerProcess, eventually, write_policy
 from tests.reviews import pod_review, pod_spec, review, workload
 from webhook.admission.deadline import budget, parse_go_duration
 from webhook.logs import FIELD_LIMIT, JsonFormatter
@@ -65,7 +65,7 @@ def test_metrics_count_exactly(start_server: Any, workers: str) -> None:
     assert metric(text, requests, operation="DELETE", decision="allowed", **base) == 4
     assert metric(text, requests, webhook="mutate", operation="CREATE", kind="Pod", decision="allowed",
                   mode="enforce") == 4
-    assert metric(text, "webhook_image_violations_total", registry="evil.io") == 16
+    assert metric(text, "webhook_image_violations_total", registry="other") == 16  # the policy names no evil.io
     assert metric(text, "webhook_image_violations_total", registry="invalid") == 8  # "Bad/Ref" does not parse
     assert metric(text, "webhook_admission_duration_seconds_count", webhook="validate") == 24
     assert metric(text, "webhook_admission_duration_seconds_bucket", webhook="validate", le="10.0") == 24
@@ -251,18 +251,32 @@ def test_a_flood_of_kinds_is_counted_in_full_under_a_bounded_set_of_labels(start
     assert sum(counted.values()) == 2 * len(kinds)
 
 
-def test_a_flood_of_denied_registries_is_counted_in_full_under_a_bounded_set_of_labels(start_server: Any) -> None:
-    registries = [f"reg{i}.example.com" for i in range(130)]
-    with start_server() as server:
+def test_registry_labels_come_from_the_policy_in_force(start_server: Any, tmp_path: Path) -> None:
+    """Junk from requests, however much and however early, never takes a real registry's label."""
+    junk = [f"reg{i}.example.com" for i in range(150)]
+    path = write_policy(tmp_path, "images:\n  allow: [ghcr.io/acme/*, registry.k8s.io]\n"
+                                  "  rewrite: [{from: quay.io/acme, to: ghcr.io/acme/quay}]\n")
+    with start_server("--policy", str(path), "--reload-interval", "0.1") as server:
         client = server.client()
-        for _ in range(2):
-            for registry in registries:
-                assert not client.review("/validate", pod_review(f"{registry}/app:1", "nginx"))["allowed"]
+        for registry in junk:
+            assert not client.review("/validate", pod_review(f"{registry}/app:1"))["allowed"]
+        for image in ("ghcr.io/not-acme/x", "quay.io/other/x", "Bad/Ref"):
+            assert not client.review("/validate", pod_review(image))["allowed"]
+        before = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+        # The next policy names harbor.acme.io and no longer names registry.k8s.io or quay.io.
+        first = _default_hash(server)
+        write_policy(tmp_path, "images: {allow: [ghcr.io/acme/*, harbor.acme.io/team/*]}\n")
+        assert eventually(lambda: _default_hash(server) != first)
+        for image in ("harbor.acme.io/other/x", "quay.io/other/x", "registry.k8s.io/pause", junk[0]):
+            assert not client.review("/validate", pod_review(image))["allowed"]
         client.close()
         time.sleep(0.2)
-        text = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+        after = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
     violations = "webhook_image_violations_total"
-    counted = {registry: metric(text, violations, registry=registry) for registry in [*registries, "other"]}
-    assert all(counted[registry] == 2 for registry in registries[:100])
-    assert all(counted[registry] == 0 for registry in registries[100:])
-    assert counted["other"] == 2 * 30
+
+    def counts(text: str, *registries: str) -> list[float]:
+        return [metric(text, violations, registry=registry) for registry in registries]
+
+    assert counts(before, "ghcr.io", "quay.io", "invalid", "other") == [1, 1, 1, 150]
+    assert not [line for line in before.splitlines() if line.startswith(violations) and "example.com" in line]
+    assert counts(after, "harbor.acme.io", "quay.io", "registry.k8s.io", "other") == [1, 1, 0, 153]

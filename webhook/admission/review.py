@@ -21,6 +21,8 @@ V1BETA1 = "admission.k8s.io/v1beta1"
 SUPPORTED_VERSIONS = (V1, V1BETA1)
 OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 WARNING_MAX_CHARS = 256
+# The registry of a denied image whose reference does not parse; no host can be named this.
+UNPARSED_REGISTRY = "invalid"
 
 
 class ReviewError(ValueError):
@@ -71,7 +73,7 @@ class Response:
     audit_annotations: Mapping[str, str] = field(default_factory=dict)
     # What metrics and logs call this decision; set by the constructors below.
     outcome: Outcome = "allowed"
-    # Registry hosts of denied or warned images ("invalid" for references that do not parse).
+    # Registry hosts of denied or warned images (UNPARSED_REGISTRY for references that do not parse).
     registries: tuple[str, ...] = ()
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.admission.deadline import Deadline
-from webhook.admission.review import Request, Response, allowed, denied, invalid, warned
+from webhook.admission.review import UNPARSED_REGISTRY, Request, Response, allowed, denied, invalid, warned
 from webhook.policy.model import Policy
 from webhook.policy.podspecs import (
     ImageSite,
@@ -35,8 +35,8 @@ class Violation:
 
     @property
     def registry(self) -> str:
-        """For the violations metric: the registry, or "invalid" for a reference that does not parse."""
-        return self.fault.ref.registry if self.fault.ref is not None else "invalid"
+        """For the violations metric: the registry, or UNPARSED_REGISTRY for a reference that does not parse."""
+        return self.fault.ref.registry if self.fault.ref is not None else UNPARSED_REGISTRY
 
     def __str__(self) -> str:
         where = f"{self.site.field} {quote(self.site.container, 63)}: image {quote(self.site.image)}"

@@ -140,6 +140,9 @@ class Policy:
     defaults: Defaults
     rewriter: Rewriter
     images: ImageJudge  # allowlist and requireDigest applied to one image string, remembered
+    # Every registry host the policy names, in images.allow and in rewrite prefixes: a bounded
+    # set the author chose, unlike the hosts of the images that requests carry.
+    registries: frozenset[str]
 
     @property
     def allowlist(self) -> Allowlist:
@@ -152,6 +155,7 @@ class Policy:
     @classmethod
     def compile(cls, spec: PolicySpec, source: str, raw: bytes) -> Policy:
         patterns: list[Pattern] = [parse_pattern(text) for text in spec.images.allow or []]
+        rewriter = _compile_rewrite(spec.images.rewrite, source)
         policy = cls(
             mode=spec.images.mode,
             exempt_namespaces=frozenset(spec.exemptNamespaces),
@@ -159,8 +163,12 @@ class Policy:
             source=source,
             sha256=hashlib.sha256(raw).hexdigest(),
             defaults=_compile_defaults(spec.defaults, source),
-            rewriter=_compile_rewrite(spec.images.rewrite, source),
+            rewriter=rewriter,
             images=ImageJudge(Allowlist(patterns), spec.images.requireDigest),
+            registries=frozenset(
+                [p.registry for p in patterns]
+                + [prefix.registry for rule in rewriter.rules for prefix in (rule.source, rule.target)]
+            ),
         )
         if policy.mode != "off":
             _refuse_results_breaking_rules(policy)
