@@ -6,6 +6,7 @@ object we expect.
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -27,7 +28,7 @@ from tests.reviews import (
 )
 from webhook.admission.deadline import NEVER
 from webhook.admission.mutate import MAX_LISTED_CHANGES, mutate
-from webhook.admission.review import Response, decode_review
+from webhook.admission.review import Request, Response, decode_review, encode_response
 from webhook.policy.model import Policy, load_policy, parse_policy
 
 POLICY = load_policy(FIXTURES / "mutating-policy.yaml")
@@ -58,6 +59,31 @@ def expected_project(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
 
 
 # --- defaulting -------------------------------------------------------------------------
+
+def test_integers_beyond_64_bits_in_an_object_never_reach_the_patch() -> None:
+    """orjson reads them as floats (it does not refuse them), and the patch carries only what we
+    change, so the API server's own exact numbers are left as they are."""
+    raw = orjson.dumps(review(project({"owner": "x", "big": 0}))).replace(
+        b'"big":0', b'"big":18446744073709551616,"small":-9223372036854775809,"edge":18446744073709551615')
+    request = decode_review(raw)
+    answer = mutate(request, POLICY, NEVER)
+    assert [op["path"] for op in answer.patch] == ["/metadata/labels", "/metadata/annotations", "/spec/replicas",
+                                                   "/spec/paused"]
+    assert b"1844674407" not in patch_sent(request, answer) and b"e+" not in patch_sent(request, answer)
+
+
+def test_a_default_at_the_edge_of_int64_is_written_exactly() -> None:
+    edge = policy("images: {mode: off}\ndefaults: [{group: example.sealyun.com, versions: ['*'], kinds: [Project], "
+                  "set: {spec: {replicas: 9223372036854775807, floor: -9223372036854775808}}}]")
+    request = decode_review(orjson.dumps(review(project({}))))
+    answer = mutate(request, edge, NEVER)
+    assert [op["value"] for op in answer.patch] == [9223372036854775807, -9223372036854775808]
+    assert b'"value":9223372036854775807}' in patch_sent(request, answer)
+
+
+def patch_sent(request: Request, answer: Response) -> bytes:
+    """The JSONPatch as the API server receives it, encoded."""
+    return base64.b64decode(orjson.loads(encode_response(request, answer, mutating=True))["response"]["patch"])
 
 def test_missing_replicas_is_defaulted() -> None:
     body = review(project({"owner": "team-docs"}))

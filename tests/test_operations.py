@@ -15,10 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import ApiServerClient, ServerProcess, write_policy
+from tests.conftest import ApiServerClient, ServerProcess, eventually, write_policy
 from tests.reviews import decoded_patch, pod_review, pod_spec, review, workload
 from webhook.admission.deadline import NEVER, Deadline, DeadlineExceeded, budget, parse_go_duration
-from webhook.logs import JsonFormatter
+from webhook.logs import FIELD_LIMIT, JsonFormatter
 
 SECRET = "s3cr3t-ghp_0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - a fake, to prove it is never logged
 
@@ -65,7 +65,7 @@ def test_metrics_count_exactly(start_server: Any, workers: str) -> None:
     assert metric(text, requests, operation="DELETE", decision="allowed", **base) == 4
     assert metric(text, requests, webhook="mutate", operation="CREATE", kind="Pod", decision="allowed",
                   mode="enforce") == 4
-    assert metric(text, "webhook_image_violations_total", registry="evil.io") == 16
+    assert metric(text, "webhook_image_violations_total", registry="other") == 16  # the policy names no evil.io
     assert metric(text, "webhook_image_violations_total", registry="invalid") == 8  # "Bad/Ref" does not parse
     assert metric(text, "webhook_admission_duration_seconds_count", webhook="validate") == 24
     assert metric(text, "webhook_admission_duration_seconds_bucket", webhook="validate", le="10.0") == 24
@@ -135,6 +135,37 @@ def test_text_log_format(start_server: Any) -> None:
         time.sleep(0.2)
         (line,) = [line for line in server.logs().splitlines() if "text-uid" in line]
         assert " INFO webhook.admission: validate denied " in line and "uid=text-uid" in line
+
+
+FORGED = "\n2026-01-01 00:00:00,000 INFO webhook.admission: validate allowed uid=forged"
+
+
+def test_text_log_lines_cannot_be_forged_or_grow_without_bound(start_server: Any, tmp_path: Path) -> None:
+    """The mutating webhook sees names before the API server validates them; warn mode joins
+    every warning into the line's reason."""
+    policy = write_policy(tmp_path, "images: {mode: warn, allow: [ghcr.io/*]}\n")
+    forged = pod_review("evil.io/x", uid="forge-1")
+    forged["request"]["object"]["metadata"]["name"] = forged["request"]["name"] = "web" + FORGED
+    forged["request"]["userInfo"]["username"] = 'alice\r\u2028mallory" user=root'
+    huge = pod_review(*[f"evil.io/{i}/" + "x" * 150 for i in range(3000)], uid="huge-1")
+    with start_server("--log-format", "text", "--policy", str(policy)) as server:
+        for path in ("/validate", "/mutate"):
+            client = server.client()
+            assert client.review(path, forged)["allowed"] is True
+            client.close()
+        client = server.client()
+        assert len(client.review("/validate", huge)["warnings"]) == 21  # 20 images named, and a count
+        client.close()
+        time.sleep(0.2)
+        lines = server.logs().splitlines()  # splits on U+2028 and the other separators too
+    assert not [line for line in lines if line.startswith("2026-01-01")]
+    (line,) = [line for line in lines if "forged" in line]  # /mutate allowed it without a patch: no line
+    assert "uid=forge-1 webhook=validate " in line and "decision=warned" in line
+    assert f"name={json.dumps('web' + FORGED)} " in line
+    assert ' user="alice\\r\\u2028mallory\\" user=root" ' in line
+    (line,) = [line for line in lines if "uid=huge-1" in line]
+    (length,) = re.findall(r"…\((\d+) chars\)", line)
+    assert len(line) < 2 * FIELD_LIMIT and int(length) > 20 * 2 * 150
 
 
 # --- deadlines -------------------------------------------------------------------------------
@@ -304,18 +335,32 @@ def test_a_flood_of_kinds_is_counted_in_full_under_a_bounded_set_of_labels(start
     assert sum(counted.values()) == 2 * len(kinds)
 
 
-def test_a_flood_of_denied_registries_is_counted_in_full_under_a_bounded_set_of_labels(start_server: Any) -> None:
-    registries = [f"reg{i}.example.com" for i in range(130)]
-    with start_server() as server:
+def test_registry_labels_come_from_the_policy_in_force(start_server: Any, tmp_path: Path) -> None:
+    """Junk from requests, however much and however early, never takes a real registry's label."""
+    junk = [f"reg{i}.example.com" for i in range(150)]
+    path = write_policy(tmp_path, "images:\n  allow: [ghcr.io/acme/*, registry.k8s.io]\n"
+                                  "  rewrite: [{from: quay.io/acme, to: ghcr.io/acme/quay}]\n")
+    with start_server("--policy", str(path), "--reload-interval", "0.1") as server:
         client = server.client()
-        for _ in range(2):
-            for registry in registries:
-                assert not client.review("/validate", pod_review(f"{registry}/app:1", "nginx"))["allowed"]
+        for registry in junk:
+            assert not client.review("/validate", pod_review(f"{registry}/app:1"))["allowed"]
+        for image in ("ghcr.io/not-acme/x", "quay.io/other/x", "Bad/Ref"):
+            assert not client.review("/validate", pod_review(image))["allowed"]
+        before = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+        # The next policy names harbor.acme.io and no longer names registry.k8s.io or quay.io.
+        first = _default_hash(server)
+        write_policy(tmp_path, "images: {allow: [ghcr.io/acme/*, harbor.acme.io/team/*]}\n")
+        assert eventually(lambda: _default_hash(server) != first)
+        for image in ("harbor.acme.io/other/x", "quay.io/other/x", "registry.k8s.io/pause", junk[0]):
+            assert not client.review("/validate", pod_review(image))["allowed"]
         client.close()
         time.sleep(0.2)
-        text = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
+        after = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
     violations = "webhook_image_violations_total"
-    counted = {registry: metric(text, violations, registry=registry) for registry in [*registries, "other"]}
-    assert all(counted[registry] == 2 for registry in registries[:100])
-    assert all(counted[registry] == 0 for registry in registries[100:])
-    assert counted["other"] == 2 * 30
+
+    def counts(text: str, *registries: str) -> list[float]:
+        return [metric(text, violations, registry=registry) for registry in registries]
+
+    assert counts(before, "ghcr.io", "quay.io", "invalid", "other") == [1, 1, 1, 150]
+    assert not [line for line in before.splitlines() if line.startswith(violations) and "example.com" in line]
+    assert counts(after, "harbor.acme.io", "quay.io", "registry.k8s.io", "other") == [1, 1, 0, 153]

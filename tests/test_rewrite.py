@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from webhook.policy.model import PolicyError, parse_policy
-from webhook.policy.references import parse_reference
-from webhook.policy.rewrite import Prefix, Rewriter, RewriteRule, parse_prefix
+from webhook.policy.model import Policy, PolicyError, PolicySpec, parse_policy
+from webhook.policy.patterns import Allowlist, parse_pattern
+from webhook.policy.references import InvalidReference, parse_reference
+from webhook.policy.rewrite import Prefix, Rewriter, RewriteRule, parse_prefix, shortest_rest
 
 SHA = "sha256:" + "e3" * 32
 
@@ -133,11 +137,12 @@ LONG = "/".join(["abcdefghij"] * 23)
         ("{from: docker.io, to: mirror.acme.io/x}", "images.rewrite", "valid list"),
         ("[{from: docker.io, to: mirror.acme.io/a}, {from: index.docker.io, to: mirror.acme.io/b}]",
          "images.rewrite[1].from", "'index.docker.io' is already images.rewrite[0].from"),
-        # Results must be allowed: both `to` itself and `to/x` are tried.
+        # Results must be allowed (the table under test_every_result_must_be_allowed has the rest).
         ("[{from: docker.io, to: other.io/hub}]", "images.rewrite[0].to",
-         "rewritten images such as 'other.io/hub' would not be allowed by images.allow (mirror.acme.io/*)"),
-        ("[{from: docker.io, to: registry.k8s.io}]", "images.rewrite[0].to",  # a bare host: only to/x
-         "rewritten images such as 'registry.k8s.io/x' would not be allowed"),
+         "rewritten images such as 'other.io/hub/x/x' (from 'docker.io/x/x') would not be allowed "
+         "by images.allow (mirror.acme.io/*)"),
+        ("[{from: docker.io, to: registry.k8s.io}]", "images.rewrite[0].to",
+         "rewritten images such as 'registry.k8s.io/x/x' (from 'docker.io/x/x') would not be allowed"),
         ("[{from: quay.io/acme, to: mirror.acme.io}]", "images.rewrite[0].to",
          "'mirror.acme.io' is a bare registry, so 'quay.io/acme' itself would become no image"),
         (f"[{{from: docker.io, to: 'mirror.acme.io/{LONG}'}}]", "images.rewrite[0].to",
@@ -157,15 +162,70 @@ def test_rewrite_refusals(rules: str, key: str, problem: str) -> None:
     assert problem in caught.value.problem
 
 
-def test_both_to_and_to_slash_x_are_tried() -> None:
-    # to itself is allowed, but nothing beneath it: refused for to/x.
-    with pytest.raises(PolicyError, match=re.escape("'mirror.acme.io/hub/x' would not be allowed")):
-        load("images:\n  allow: [mirror.acme.io/hub]\n  rewrite: [{from: docker.io, to: mirror.acme.io/hub}]")
-    # Everything beneath it is allowed, but not to itself: refused for to.
-    with pytest.raises(PolicyError, match=re.escape("'mirror.acme.io/hub' would not be allowed")):
-        load("images:\n  allow: [mirror.acme.io/hub/*]\n  rewrite: [{from: docker.io, to: mirror.acme.io/hub}]")
-    assert load("images:\n  allow: [mirror.acme.io/hub, mirror.acme.io/hub/*]\n"
-                "  rewrite: [{from: docker.io, to: mirror.acme.io/hub}]")
+@pytest.mark.parametrize(
+    ("source", "shortest"),
+    [("quay.io", 1), ("docker.io", 2), ("docker.io/library", 1), ("quay.io/acme", 0), ("docker.io/acme/app", 0)],
+)
+def test_how_short_an_image_under_from_can_be(source: str, shortest: int) -> None:
+    # docker.io/library as an image is docker.io/library/library; nginx is docker.io/library/nginx.
+    assert shortest_rest(parse_prefix(source)) == shortest
+
+
+M = "mirror.acme.io"
+
+
+@pytest.mark.parametrize(
+    ("allow", "rule", "example"),
+    [
+        # A bare registry allows everything a rule can produce there, and only there.
+        ([M], "{from: quay.io/acme, to: mirror.acme.io/acme}", None),
+        ([M + ":5000"], "{from: quay.io, to: mirror.acme.io/q}", "'mirror.acme.io/q/x' (from 'quay.io/x')"),
+        # Exact repositories allow `to` itself, never what lies beneath it, whatever they name there.
+        ([f"{M}/hub", f"{M}/hub/x"], "{from: docker.io/library, to: mirror.acme.io/hub}",
+         "'mirror.acme.io/hub/x0' (from 'docker.io/library/x0')"),
+        ([f"{M}/hub", f"{M}/hub/library/nginx"], "{from: docker.io, to: mirror.acme.io/hub}",
+         "'mirror.acme.io/hub/x/x' (from 'docker.io/x/x')"),
+        # A trailing /* allows the subtree; `to` itself is produced only when an image can equal `from`.
+        ([f"{M}/hub/*"], "{from: docker.io, to: mirror.acme.io/hub}", None),
+        ([f"{M}/hub/*"], "{from: docker.io/library, to: mirror.acme.io/hub}", None),
+        ([f"{M}/acme/*"], "{from: quay.io/acme, to: mirror.acme.io/acme}",
+         "'mirror.acme.io/acme' (from 'quay.io/acme')"),
+        ([f"{M}/acme", f"{M}/acme/*"], "{from: quay.io/acme, to: mirror.acme.io/acme}", None),
+        ([f"{M}/*"], "{from: quay.io/acme, to: mirror.acme.io/a/b/c}", None),
+        # ... and it must reach up to the shallowest result: Docker Hub images have two components.
+        ([f"{M}/hub/*/*"], "{from: docker.io, to: mirror.acme.io/hub}", None),
+        ([f"{M}/hub/*/*"], "{from: docker.io/library, to: mirror.acme.io/hub}",
+         "'mirror.acme.io/hub/x' (from 'docker.io/library/x')"),
+        ([f"{M}/hub/library/*", f"{M}/hub/acme/*"], "{from: docker.io, to: mirror.acme.io/hub}",
+         "'mirror.acme.io/hub/x/x' (from 'docker.io/x/x')"),
+        ([f"{M}/hub/x/*"], "{from: quay.io, to: mirror.acme.io/hub}",
+         "'mirror.acme.io/hub/x0' (from 'quay.io/x0')"),
+        # A middle * stands for one component: along `to` it may stand for any of them ...
+        ([f"{M}/*/q/*"], "{from: quay.io, to: mirror.acme.io/mirror/q}", None),
+        ([f"{M}/*/app", f"{M}/team/app/*"], "{from: quay.io/team/app, to: mirror.acme.io/team/app}", None),
+        ([f"{M}/*/*"], "{from: quay.io/acme, to: mirror.acme.io/acme}", "'mirror.acme.io/acme' (from 'quay.io/acme')"),
+        # ... but a pattern that ends in a literal never allows the open set of names beneath `to`.
+        ([f"{M}/*/q/x"], "{from: quay.io, to: mirror.acme.io/mirror/q}",
+         "'mirror.acme.io/mirror/q/x0' (from 'quay.io/x0')"),
+        ([f"{M}/q/*/x"], "{from: quay.io, to: mirror.acme.io/q}", "'mirror.acme.io/q/x0' (from 'quay.io/x0')"),
+        # The example is an image this rule itself would rewrite: no other `from` names its components.
+        ([f"{M}/q"], "{from: quay.io, to: mirror.acme.io/q}, {from: quay.io/x, to: mirror.acme.io/qx}",
+         "'mirror.acme.io/q/x0' (from 'quay.io/x0')"),
+    ],
+)
+def test_every_result_must_be_allowed(allow: list[str], rule: str, example: str | None) -> None:
+    text = f"images:\n  allow: {allow}\n  rewrite: [{rule}]\n"
+    if example is None:
+        assert load(text)
+        return
+    with pytest.raises(PolicyError) as caught:
+        load(text)
+    assert caught.value.key == "images.rewrite[0].to"
+    assert caught.value.problem.startswith(f"rewritten images such as {example} would not be allowed by images.allow")
+    result, image = re.findall(r"'([^']+)'", example)
+    policy = load(text.replace("images:\n", "images:\n  mode: off\n"))  # the same rules, unchecked
+    assert rewritten(policy.rewriter, image) == result
+    assert not Allowlist([parse_pattern(p) for p in allow]).allows(parse_reference(result))
 
 
 @pytest.mark.parametrize(
@@ -175,6 +235,7 @@ def test_both_to_and_to_slash_x_are_tried() -> None:
         ("{from: quay.io/acme, to: docker.io/acme}", True),  # quay.io/acme itself -> docker.io/acme
         ("{from: quay.io, to: docker.io/acme}", False),
         ("{from: quay.io/acme, to: docker.io/acme/quay}", False),
+        ("{from: docker.io/library, to: docker.io/acme}", False),  # nginx becomes docker.io/acme/nginx
     ],
 )
 def test_one_component_docker_hub_results_are_refused(rule: str, refused: bool) -> None:
@@ -197,3 +258,66 @@ def test_mode_off_skips_the_allow_check_but_not_the_others() -> None:
     assert load("images:\n  mode: off\n  rewrite: [{from: docker.io, to: other.io/hub}]\n")
     with pytest.raises(PolicyError, match="rewritten again"):
         load("images:\n  mode: off\n  rewrite: [{from: docker.io, to: docker.io/hub}]\n")
+
+
+# Few names, so that patterns, prefixes and images often meet; "x" is the first fresh name tried.
+HOSTS = ["m.io", "docker.io", "quay.io"]
+NAMES = ["a", "b", "x", "library"]
+PREFIXES = st.builds(lambda host, path: "/".join([host, *path]),
+                     st.sampled_from(HOSTS), st.lists(st.sampled_from(NAMES), max_size=3))
+PROPERTY_SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+
+
+def patterns(near: list[str]) -> st.SearchStrategy[str]:
+    """Patterns of every kind, most of them at or beneath a ``to``, where they nearly cover it."""
+    start = st.sampled_from([*HOSTS, *near, *near, *near])
+    return st.builds(lambda head, path, beneath: "/".join([head, *path] + (["*"] if beneath else [])),
+                     start, st.lists(st.sampled_from([*NAMES, "*"]), max_size=2), st.booleans())
+
+
+def loadable(pair: tuple[str, str]) -> bool:
+    """Leave out the rules that other tests show are refused whatever the allowlist."""
+    source, target = pair
+    depth = target.count("/")
+    return (depth > 0 or "/" not in source) and not (target.startswith("docker.io") and depth == 1)
+
+
+def compiled(allow: list[str], pairs: list[tuple[str, str]], mode: str) -> Policy:
+    document = {"images": {"mode": mode, "allow": allow, "rewrite": [{"from": a, "to": b} for a, b in pairs]}}
+    return Policy.compile(PolicySpec.model_validate(document), "random.yaml", repr(document).encode())
+
+
+@PROPERTY_SETTINGS
+@given(
+    pairs=st.lists(st.tuples(PREFIXES, PREFIXES).filter(loadable), min_size=1, max_size=3,
+                   unique_by=lambda pair: pair[0]),
+    data=st.data(),
+)
+def test_a_policy_loads_exactly_when_every_rewritten_image_is_allowed(
+    pairs: list[tuple[str, str]], data: st.DataObject
+) -> None:
+    allow = data.draw(st.lists(patterns([to for _, to in pairs]), max_size=5))
+    try:
+        policy = compiled(allow, pairs, "enforce")
+    except (PolicyError, ValidationError) as exc:
+        refusal = exc.problem if isinstance(exc, PolicyError) else ""
+        assume("would not be allowed" in refusal)  # the other refusals have tests of their own
+        # Refused: the example is an image under `from` that this policy really rewrites to a denied one.
+        event("refused")
+        result, image = re.findall(r"'([^']+)'", refusal)[:2]
+        assert rewritten(compiled(allow, pairs, "off").rewriter, image) == result
+        assert not Allowlist([parse_pattern(p) for p in allow]).allows(parse_reference(result))
+        return
+    # Loaded: every image under any `from`, in any shape, is allowed once rewritten.
+    event("loaded")
+    for _ in range(20):
+        source = data.draw(st.sampled_from(pairs))[0]
+        rest = data.draw(st.lists(st.sampled_from([*NAMES, "y", "x0"]), max_size=3))
+        tag = data.draw(st.sampled_from(["", ":1", "@" + SHA]))
+        for image in ("/".join([source, *rest]) + tag, "/".join(rest) + tag):  # also Docker Hub short names
+            try:
+                result = policy.rewriter.rewrite(parse_reference(image))
+            except InvalidReference:
+                continue
+            if result is not None:
+                assert policy.allowlist.allows(result), (image, str(result))

@@ -259,6 +259,16 @@ def test_warnings_are_deduplicated_in_order_in_linear_time() -> None:
     assert cleaned == [f"warning {i}" for i in range(50_000)] + ["a b"]
 
 
+def test_quoted_names_escape_every_character_that_is_not_printable() -> None:
+    # DEL is ASCII and U+2028 is no control character, but both are invisible or end a line.
+    body = pod_review("bad\x7fimage", "evil.io/\U000e0001x")
+    body["request"]["object"]["spec"]["containers"][1]["name"] = "a\u2028b\u202e"
+    answer = decide(body)
+    assert answer.message is not None and answer.message.isprintable()
+    assert '"bad\\u007fimage"' in answer.message and '"a\\u2028b\\u202e"' in answer.message
+    assert '"evil.io/\\udb40\\udc01x"' in answer.message  # a JSON surrogate pair, not \\ue0001
+
+
 def test_require_digest() -> None:
     pinned = policy("images: {allow: [quay.io/*], requireDigest: true}")
     digest = "sha256:" + "0" * 64

@@ -2,18 +2,38 @@
 
 Done in the CLI and again in each worker process, because spawned workers start bare.
 Callers pass structured fields with ``extra={"fields": {...}}``; they are never whole objects.
+Some fields come from the request (a name, a user, a reason that quotes images), so in both
+formats every string is capped at ``FIELD_LIMIT``, and in text a value that is not plainly
+printable is written as a quoted, escaped string: a record is always exactly one line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 import orjson
 
+from webhook.untrusted import cap, quote
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Characters of one field value, or of the message: a 7 MB object's warnings made a 10 MB line.
+FIELD_LIMIT = 4096
+# Written bare in text: printable ASCII without '"', '=' or '\\'; a message may hold spaces too.
+_BARE_VALUE = re.compile(r'[!#-<>-\[\]-~]+', re.ASCII)
+_BARE_MESSAGE = re.compile(r'[ !#-<>-\[\]-~]+', re.ASCII)
+
+
+def bounded(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    """The record's message and fields, each string capped at ``FIELD_LIMIT``."""
+    fields = getattr(record, "fields", None)
+    return cap(record.getMessage(), FIELD_LIMIT), {
+        key: cap(value, FIELD_LIMIT) if isinstance(value, str) else value
+        for key, value in (fields.items() if isinstance(fields, dict) else ())
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,15 +43,14 @@ class JsonFormatter(logging.Formatter):
         self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        message, fields = bounded(record)
         line: dict[str, Any] = {
             "time": self._time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message,
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update(fields)
+        line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
@@ -46,15 +65,24 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``, logfmt-like: a value with a space, a quote,
+    an ``=``, a backslash or anything not printable ASCII is a JSON string, escaped by ``quote``."""
+
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message, fields = bounded(record)
+        record.message = message if _BARE_MESSAGE.fullmatch(message) else quote(message, None)
+        text = super().formatMessage(record)
+        if fields:
+            text += " " + " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
         return text
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if _BARE_VALUE.fullmatch(text) else quote(text, None)
 
 
 def configure_logging(level: str, fmt: str = "json") -> None:

@@ -19,12 +19,11 @@ from typing import Any, BinaryIO
 import orjson
 import yaml
 
-from webhook.policy.defaults import render_path
+from webhook.policy.defaults import fits_int64, render_path
 from webhook.policy.model import UniqueKeyLoader
 
 STDIN = "-"
 SUFFIXES = (".yaml", ".yml", ".json")
-INT64 = 2**63
 MAX_VALUES = 1_000_000
 _NOT_JSON_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
 
@@ -206,7 +205,7 @@ def _not_json(document: dict[str, Any]) -> str | None:
             stack.extend((child, (link, index)) for index, child in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
             return f"{_path(link)} is {value}, which JSON cannot hold"
-        elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        elif isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
             return f"{_path(link)} is a number too large for the API ({value})"
         elif not isinstance(value, str | int | float | bool | type(None)):
             return f"{_path(link)} is {_a(value)}, which JSON cannot hold"

@@ -13,13 +13,14 @@ import orjson
 
 from webhook.admission.deadline import Deadline
 from webhook.admission.patch import diff
-from webhook.admission.review import Request, Response, allowed, patched, quote
+from webhook.admission.review import Request, Response, allowed, patched
 from webhook.admission.validate import site_label
 from webhook.policy.defaults import Defaulted
 from webhook.policy.defaults import apply as apply_defaults
 from webhook.policy.model import Policy
 from webhook.policy.podspecs import IMAGE_LISTS, images_in, pod_spec_path
 from webhook.policy.rewrite import Rewritten, rewrite_images
+from webhook.untrusted import quote
 
 # Subresource -> lists (of containers, or volumes) whose images are rewritten. Other subresources
 # carry no image the user can change (``status``) or no pod spec at all (``scale``, ``exec``).

@@ -14,11 +14,15 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.untrusted import quote
+
 V1 = "admission.k8s.io/v1"
 V1BETA1 = "admission.k8s.io/v1beta1"
 SUPPORTED_VERSIONS = (V1, V1BETA1)
 OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 WARNING_MAX_CHARS = 256
+# The registry of a denied image whose reference does not parse; no host can be named this.
+UNPARSED_REGISTRY = "invalid"
 
 
 class ReviewError(ValueError):
@@ -77,7 +81,7 @@ class Response:
     audit_annotations: Mapping[str, str] = field(default_factory=dict)
     # What metrics and logs call this decision; set by the constructors below.
     outcome: Outcome = "allowed"
-    # Registry hosts of denied or warned images ("invalid" for references that do not parse).
+    # Registry hosts of denied or warned images (UNPARSED_REGISTRY for references that do not parse).
     registries: tuple[str, ...] = ()
 
 
@@ -222,16 +226,6 @@ def sanitize(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-
-
-def quote(value: str, limit: int = 200) -> str:
-    """Quote untrusted text for a message: control characters escaped, length bounded."""
-    if len(value) > limit:
-        value = value[:limit] + f"…({len(value)} chars)"
-    text = orjson.dumps(value).decode()
-    if text.isascii():
-        return text
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 def _string(value: object) -> str | None:

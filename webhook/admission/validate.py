@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.admission.deadline import Deadline
-from webhook.admission.review import Request, Response, allowed, denied, invalid, quote, warned
+from webhook.admission.review import UNPARSED_REGISTRY, Request, Response, allowed, denied, invalid, warned
 from webhook.policy.model import Policy
 from webhook.policy.podspecs import (
     ImageSite,
@@ -19,6 +19,7 @@ from webhook.policy.podspecs import (
     pod_spec_path,
 )
 from webhook.policy.verdicts import ImageFault
+from webhook.untrusted import quote
 
 # A denial, or the warnings of warn mode, name every offending image up to this many; the rest
 # are counted. The API server keeps only so much of either, and a list as long as a 100k
@@ -37,8 +38,8 @@ class Violation:
 
     @property
     def registry(self) -> str:
-        """For the violations metric: the registry, or "invalid" for a reference that does not parse."""
-        return self.fault.ref.registry if self.fault.ref is not None else "invalid"
+        """For the violations metric: the registry, or UNPARSED_REGISTRY for a reference that does not parse."""
+        return self.fault.ref.registry if self.fault.ref is not None else UNPARSED_REGISTRY
 
     def __str__(self) -> str:
         where = f"{site_label(self.site)}: image {quote(self.site.image)}"

@@ -20,6 +20,9 @@ import orjson
 from webhook.policy.podspecs import CONTAINER_LISTS, IMAGE_LISTS, find_pod_spec, iter_image_sites
 
 EACH = "[*]"
+# The API server holds a JSON integer as an int64 (beyond it, a float64), and orjson cannot
+# write a Python int beyond 64 bits at all: such a default would make every mutation fail.
+INT64 = 2**63
 ANY_VERSION = "*"
 # Identity and server-owned fields: setting them is refused by the API server, or silently
 # wrong (a name on a generateName create is never checked against request.name).
@@ -283,11 +286,18 @@ def _refuse_non_strings(node: Node, path: tuple[str, ...]) -> None:
             raise DefaultsError((*path, key), "label and annotation values must be strings (quote them)")
 
 
+def fits_int64(value: int) -> bool:
+    """Whether the API server can hold ``value`` as the integer it is."""
+    return -INT64 <= value < INT64
+
+
 def _json_value(value: Any, path: tuple[str, ...], *, top: bool = False) -> Any:
     if value is None:
         if top:
             raise DefaultsError(path, "a default cannot be null: null means the field is absent")
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
+        raise DefaultsError(path, f"{value} is a number too large for the API (64-bit integers)")
     if isinstance(value, str | bool | int):
         return value
     if isinstance(value, float):

@@ -27,7 +27,15 @@ from webhook.policy.defaults import (
 from webhook.policy.patterns import Allowlist, Pattern, PatternError, parse_pattern
 from webhook.policy.podspecs import MalformedObject, pod_spec_path
 from webhook.policy.references import InvalidReference, parse_reference
-from webhook.policy.rewrite import RewriteError, Rewriter, RewriteRule, check_rules, parse_prefix, probes
+from webhook.policy.rewrite import (
+    RewriteError,
+    Rewriter,
+    RewriteRule,
+    check_rules,
+    deciding_images,
+    fresh_component,
+    parse_prefix,
+)
 from webhook.policy.verdicts import ImageJudge
 
 Mode = Literal["enforce", "warn", "off"]
@@ -132,6 +140,9 @@ class Policy:
     defaults: Defaults
     rewriter: Rewriter
     images: ImageJudge  # allowlist and requireDigest applied to one image string, remembered
+    # Every registry host the policy names, in images.allow and in rewrite prefixes: a bounded
+    # set the author chose, unlike the hosts of the images that requests carry.
+    registries: frozenset[str]
 
     @property
     def allowlist(self) -> Allowlist:
@@ -144,6 +155,7 @@ class Policy:
     @classmethod
     def compile(cls, spec: PolicySpec, source: str, raw: bytes) -> Policy:
         patterns: list[Pattern] = [parse_pattern(text) for text in spec.images.allow or []]
+        rewriter = _compile_rewrite(spec.images.rewrite, source)
         policy = cls(
             mode=spec.images.mode,
             exempt_namespaces=frozenset(spec.exemptNamespaces),
@@ -151,8 +163,12 @@ class Policy:
             source=source,
             sha256=hashlib.sha256(raw).hexdigest(),
             defaults=_compile_defaults(spec.defaults, source),
-            rewriter=_compile_rewrite(spec.images.rewrite, source),
+            rewriter=rewriter,
             images=ImageJudge(Allowlist(patterns), spec.images.requireDigest),
+            registries=frozenset(
+                [p.registry for p in patterns]
+                + [prefix.registry for rule in rewriter.rules for prefix in (rule.source, rule.target)]
+            ),
         )
         if policy.mode != "off":
             _refuse_results_breaking_rules(policy)
@@ -198,17 +214,23 @@ def _compile_defaults(specs: list[DefaultsSpec], source: str) -> Defaults:
 
 def _refuse_results_breaking_rules(policy: Policy) -> None:
     """A policy must admit what its own mutation produces, or every such object is denied."""
-    for rewrite in policy.rewriter.rules:
+    rules = policy.rewriter.rules
+    fresh = fresh_component([c for p in policy.allowlist.patterns for c in p.path]
+                            + [c for rule in rules for c in rule.source.path])
+    for rewrite in rules:
+        if rewrite.identity:  # it rewrites nothing: what it keeps is judged as it is
+            continue
         key = f"images.rewrite[{rewrite.index}].to"
         try:
-            refs = list(probes(rewrite))
+            deciding = list(deciding_images(rewrite, fresh))
         except InvalidReference as exc:
             raise PolicyError(policy.source, key, f"rewritten images would not be valid references: {exc}") from None
-        for ref in refs:
-            if not policy.allowlist.allows(ref):
+        for original, result in deciding:
+            if not policy.allowlist.allows(result):
                 raise PolicyError(
                     policy.source, key,
-                    f"rewritten images such as {str(ref)!r} would not be allowed by images.allow ({policy.allowlist})",
+                    f"rewritten images such as {str(result)!r} (from {str(original)!r}) would not be allowed "
+                    f"by images.allow ({policy.allowlist})",
                 )
     for rule in policy.defaults.rules:  # merged trees produce exactly the union of these images
         key = f"defaults[{rule.index}].set"

@@ -10,7 +10,7 @@ rewrite again, since the webhook must be idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,11 +129,44 @@ class Rewriter:
         return ImageRef(rule.target.registry, rule.target.path + rest, ref.tag, ref.digest)
 
 
-def probes(rule: RewriteRule) -> Iterator[ImageRef]:
-    """What the load check judges for a rule: ``to`` itself (when it names a path) and ``to/x``."""
-    if rule.target.path:
-        yield parse_reference(str(rule.target))
-    yield parse_reference(f"{rule.target}/x")
+def shortest_rest(source: Prefix) -> int:
+    """How many components an image under ``source`` has beyond it, at the fewest.
+
+    Every image has a path, and every Docker Hub image has two components (``nginx`` is
+    ``library/nginx``): so a bare ``from`` never matches an image equal to it, and neither does
+    ``docker.io/library``, which as an image is ``docker.io/library/library``.
+    """
+    fewest = 2 if source.registry == DEFAULT_REGISTRY else 1
+    return max(fewest - len(source.path), 0)
+
+
+def fresh_component(named: Iterable[str]) -> str:
+    """A path component that is none of ``named``: a pattern can match it only with ``*``."""
+    taken = set(named)
+    return next(name for name in ("x", *(f"x{n}" for n in range(len(taken) + 1))) if name not in taken)
+
+
+def deciding_images(rule: RewriteRule, fresh: str) -> Iterator[tuple[ImageRef, ImageRef]]:
+    """(image, its rewrite) pairs whose results, all allowed, mean every result of ``rule`` is.
+
+    ``fresh`` must be a component that no allow pattern and no ``from`` names. The rule
+    produces ``to`` itself (when an image can equal ``from``, see ``shortest_rest``) and every
+    path beneath ``to`` that is ``depth = max(shortest_rest, 1)`` or more components deeper.
+    Only a ``*`` matches ``fresh``, and exact and middle-``*`` patterns end in a literal, so
+    ``to/fresh/…/fresh`` (``depth`` of them) is allowed only by a trailing ``/*`` (or bare
+    registry) pattern no deeper than ``to`` plus ``depth - 1``, agreeing with ``to`` and ``*``
+    beyond it; and that pattern allows every path the rule produces beneath ``to``. So that one
+    image decides the whole subtree, exact and middle-``*`` patterns can only ever allow ``to``
+    itself, and images that a more specific ``from`` takes need not be set aside (no ``from``
+    names ``fresh``). Tag and digest are kept by rewriting and ignored by ``images.allow``.
+    Raises InvalidReference when a result would be no valid reference (a name too long).
+    """
+    source, target = rule.source, rule.target
+    rest = shortest_rest(source)
+    if rest == 0:
+        yield parse_reference(str(source)), parse_reference(str(target))
+    tail = "/".join([fresh] * max(rest, 1))
+    yield parse_reference(f"{source}/{tail}"), parse_reference(f"{target}/{tail}")
 
 
 def check_rules(rules: Sequence[RewriteRule]) -> None:
@@ -224,8 +257,7 @@ def _refuse_single_hub_component(rule: RewriteRule) -> None:
     """Docker Hub reads ``docker.io/x`` as ``docker.io/library/x``: such a result would not round-trip."""
     if rule.target.registry != DEFAULT_REGISTRY:
         return
-    shortest_rest = 0 if rule.source.path else (2 if rule.source.registry == DEFAULT_REGISTRY else 1)
-    if len(rule.target.path) + shortest_rest == 1:
+    if len(rule.target.path) + shortest_rest(rule.source) == 1:
         raise RewriteError(
             rule.index, "to",
             f"{rule.target.text!r} can produce a one-component Docker Hub name, which Docker Hub reads "

@@ -2,7 +2,9 @@
 
 With several workers the metrics live in prometheus-client's multiprocess files, so any
 worker's /metrics shows the sum over all of them. Label values that come from requests are
-bounded, so a flood of odd kinds or registries cannot blow up the series count.
+bounded, so a flood of odd kinds or registries cannot blow up the series count. A registry
+label is one the policy in force names, or "other": junk sent first cannot take the places
+of real registries, as it could when the first 100 values seen kept their own.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from webhook.admission.review import Request, Response
+from webhook.admission.review import UNPARSED_REGISTRY, Request, Response
 from webhook.policy.model import Policy
 
 if TYPE_CHECKING:
@@ -72,9 +74,8 @@ class Telemetry:
                                         "1 when the last check found the permission granted, else 0.",
                                         ["verb", "resource"], registry=r, multiprocess_mode="livemin")
         self._kinds = BoundedLabel()
-        self._registries = BoundedLabel()
         self._series: dict[tuple[str, str, str, str, str], _Series] = {}
-        self._violations = _Children(self.violations, self._registries)
+        self._violations = _Children(self.violations, str)  # by registry_label()
         self._patches = _Children(self.patches, str)
 
     def render(self) -> bytes:
@@ -114,13 +115,18 @@ class Telemetry:
         requests.inc()
         duration.observe(seconds)
         for registry in response.registries:
-            self._violations(registry).inc()
+            self._violations(registry_label(registry, policy)).inc()
         if response.patch:
             self._patches(kind).inc()
         if response.outcome != "allowed" or response.patch:
             log_decision(webhook, request, response, seconds)
         elif log.isEnabledFor(logging.DEBUG):
             log_decision(webhook, request, response, seconds, level=logging.DEBUG)
+
+
+def registry_label(registry: str, policy: Policy) -> str:
+    """The violations metric's label: a registry the policy names, "invalid", or "other"."""
+    return registry if registry in policy.registries or registry == UNPARSED_REGISTRY else "other"
 
 
 class _Children:
