@@ -27,7 +27,7 @@ from tests.reviews import (
     workload,
 )
 from webhook.admission.deadline import NEVER
-from webhook.admission.mutate import MAX_LISTED_CHANGES, mutate
+from webhook.admission.mutate import MAX_LISTED_CHANGES, MAX_PATCH_OPERATIONS, mutate
 from webhook.admission.review import Request, Response, decode_review, encode_response
 from webhook.policy.model import Policy, load_policy, parse_policy
 
@@ -271,6 +271,19 @@ def test_warnings_are_bounded() -> None:
     assert len(answer.patch) == 50
     assert len(answer.warnings) == MAX_LISTED_CHANGES + 1
     assert answer.warnings[-1] == f"and {50 - MAX_LISTED_CHANGES} more changes"
+
+
+def test_a_mutation_of_more_changes_than_a_patch_may_carry_is_skipped() -> None:
+    lists = policy(
+        "images: {mode: off}\n"
+        "defaults: [{group: '', versions: [v1], kinds: [Pod], set: {spec: {'containers[*]': {args: [a]}}}}]\n"
+    )
+    images = ["x"] * MAX_PATCH_OPERATIONS
+    assert len(decide(review(workload("Pod", pod_spec(*images))), lists).patch) == MAX_PATCH_OPERATIONS
+    answer = decide(review(workload("Pod", pod_spec(*images, "y"))), lists)
+    assert answer.allowed and not answer.patch and answer.outcome == "error"
+    assert answer.warnings == (f"mutation skipped: it would make {MAX_PATCH_OPERATIONS + 1} changes, more than the "
+                               f"{MAX_PATCH_OPERATIONS} a patch may carry",)
 
 
 def test_default_values_are_copied_not_shared() -> None:

@@ -13,7 +13,7 @@ import orjson
 
 from webhook.admission.deadline import Deadline
 from webhook.admission.patch import diff
-from webhook.admission.review import Request, Response, allowed, patched
+from webhook.admission.review import Request, Response, allowed, patched, skipped
 from webhook.admission.validate import site_label
 from webhook.policy.defaults import Defaulted
 from webhook.policy.defaults import apply as apply_defaults
@@ -30,6 +30,10 @@ REWRITTEN_LISTS: dict[str | None, frozenset[str]] = {
 }
 # Warnings share a 4096-rune budget per request with every other webhook; stay well inside it.
 MAX_LISTED_CHANGES = 20
+# A real object needs a handful of changes. Tens of thousands (a Pod of 50,000 containers under a
+# ``containers[*]`` default) would make a patch of tens of MB, which a worker cannot afford to
+# build and the API server would have to apply; the object is then left as it is, and judged so.
+MAX_PATCH_OPERATIONS = 10_000
 
 
 def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
@@ -55,6 +59,9 @@ def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
         # On UPDATE an image that already runs is left alone, exactly as validation skips it.
         keep = images_in(request.old_object, spec_path) if request.operation == "UPDATE" else set()
         changes += rewrite_images(policy.rewriter, mutated, spec_path, lists, keep, tick=tick)
+    if len(changes) > MAX_PATCH_OPERATIONS:
+        return skipped(f"mutation skipped: it would make {len(changes)} changes, more than the "
+                       f"{MAX_PATCH_OPERATIONS} a patch may carry")
     deadline.check()
     operations = diff(original, mutated, tick=tick)
     if not operations:
