@@ -190,11 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
     except (PolicyError, ConfigError, CertificateError) as exc:
-        print(f"webhook: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _error(problem: Exception) -> int:
+    print(f"webhook: error: {problem}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -218,7 +222,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from webhook.server.run import serve  # noqa: PLC0415 - import the server stack only to serve
+    from webhook.server.listen import ListenError  # noqa: PLC0415 - import the server stack only to serve
+    from webhook.server.run import serve  # noqa: PLC0415
 
     configure_logging(args.log_level, args.log_format)
     settings = ServeSettings(
@@ -242,7 +247,10 @@ def _serve(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         **kube_commands.serve_cluster(args, os.environ),
     )
-    return serve(settings)
+    try:
+        return serve(settings)
+    except ListenError as exc:
+        return _error(exc)
 
 
 def _certs(args: argparse.Namespace) -> int:
