@@ -15,6 +15,7 @@ import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
 from webhook import __version__
+from webhook.certdir import make_directory
 from webhook.certs import CertFiles, ensure_certificates, read_certificate
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
@@ -37,15 +38,22 @@ IN_FLIGHT_GRACE_SECONDS = 10
 
 
 def prepare_certificates(settings: ServeSettings) -> CertFiles:
-    """Serve a mounted pair as it is; generate a CA and a serving certificate only when none is there."""
+    """Serve a mounted pair as it is. Without one, complete the directory as ``webhook certs`` would:
+    a new CA only where there is none, a new pair under ``ca.key`` where one was lost, and otherwise a
+    ``CertificateError`` saying what is missing, since a new CA would break every client of the old."""
     files = CertFiles(settings.cert_dir)
+    make_directory(settings.cert_dir)  # a file in its place, or an uncreatable path, is named as such first
     if files.serving_pair_present():
         return files
     result = ensure_certificates(settings.cert_dir, settings.service_name, settings.service_namespace)
-    log.info(
-        "no serving certificate in %s: generated one for %s; trust the CA at %s",
-        settings.cert_dir, settings.service_host, result.files.ca_crt,
-    )
+    if result.generated_ca:
+        log.info("no serving certificate in %s: generated one for %s; trust the CA at %s",
+                 settings.cert_dir, settings.service_host, result.files.ca_crt)
+    elif not result.notes:
+        log.info("no serving certificate in %s: issued one for %s under the CA in %s",
+                 settings.cert_dir, settings.service_host, result.files.ca_crt)
+    for note in result.notes:
+        log.warning("%s", note)
     return files
 
 
