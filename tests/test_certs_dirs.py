@@ -1,6 +1,6 @@
 """Certificate directories that cannot be used as they are: one `webhook: error:` line naming the
-path and the cause, exit 2, and never a traceback, from `certs` and `serve` (before it binds
-anything).
+path and the cause, exit 2, and never a traceback, from `certs`, `certs --print-ca-bundle` and
+`serve` (before it binds anything).
 
 Permission cases run the real CLI as an unprivileged user, as the image does (UID 65532): as
 root through setpriv, otherwise as the user running the tests, for whom modes 0555 and 0000 deny
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -121,3 +122,36 @@ def test_a_key_that_cannot_be_read_is_not_called_missing(shared: Path) -> None:
                "and webhook runs as UID "
     assert one_error_line(serve(cert_dir, unprivileged=True)).startswith(expected)
     assert one_error_line(certs(cert_dir, unprivileged=True)).startswith(expected)
+
+
+# --- --print-ca-bundle: reads ca.crt and nothing else ---------------------------------------
+
+def test_print_ca_bundle_without_a_ca_creates_nothing(tmp_path: Path) -> None:
+    cert_dir = tmp_path / "certs"
+    message = one_error_line(certs(cert_dir, "--print-ca-bundle"))
+    assert message == f"{cert_dir / 'ca.crt'}: file is missing; create it with 'webhook certs --cert-dir {cert_dir}'"
+    assert not cert_dir.exists()
+
+
+def test_print_ca_bundle_of_a_broken_ca(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\ncut short")
+    message = one_error_line(certs(tmp_path, "--print-ca-bundle"))
+    assert message.startswith(f"{tmp_path / 'ca.crt'}: not a valid PEM certificate (incomplete or corrupt)")
+    assert [p.name for p in tmp_path.iterdir()] == ["ca.crt"]
+
+
+def test_print_ca_bundle_of_an_unreadable_ca(shared: Path) -> None:
+    cert_dir = shared / "certs"
+    ensure_certificates(cert_dir, "admission-webhook", "admission-webhook")
+    (cert_dir / "ca.crt").chmod(0o000)
+    message = one_error_line(certs(cert_dir, "--print-ca-bundle", unprivileged=True))
+    assert message.startswith(f"cannot read {cert_dir / 'ca.crt'}: permission denied (owned by ")
+
+
+def test_print_ca_bundle_in_a_read_only_directory(shared: Path) -> None:
+    cert_dir = shared / "certs"
+    ensure_certificates(cert_dir, "hook", "ops")
+    cert_dir.chmod(0o555)
+    result = certs(cert_dir, "--print-ca-bundle", unprivileged=True)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(cert_dir.stat().st_mode) == 0o555

@@ -203,8 +203,14 @@ def issue_serving_certificate(directory: Path, service: str, namespace: str, *,
 
 
 def ca_bundle_base64(path: Path) -> str:
-    """The ``caBundle`` value of a webhook configuration: base64 of the PEM bundle."""
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+    """The ``caBundle`` value of a webhook configuration: base64 of the PEM bundle, as it is on disk.
+
+    Only reads: printing a bundle must never change the directory it comes from."""
+    data = read_optional(path)
+    if data is None:
+        raise CertificateError(f"{path}: file is missing; create it with 'webhook certs --cert-dir {path.parent}'")
+    parse_certificates(data, str(path))
+    return base64.b64encode(data).decode("ascii")
 
 
 def read_certificate(path: Path) -> x509.Certificate:
