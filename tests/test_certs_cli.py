@@ -76,12 +76,26 @@ def test_rotate_ca_in_three_runs(tmp_path: Path) -> None:
     assert len(parse_certificates((tmp_path / "ca.crt").read_bytes(), "ca.crt")) == 1
 
 
-def test_print_ca_bundle_stays_clean_during_a_rotation(tmp_path: Path) -> None:
+def test_print_ca_bundle_during_a_rotation_prints_both_cas_and_writes_nothing(tmp_path: Path) -> None:
     certs(tmp_path)
-    code, out, err = certs(tmp_path, "--rotate-ca", "--print-ca-bundle")
-    assert code == 0
-    assert base64.b64decode(out.strip()) == (tmp_path / "ca.crt").read_bytes()
-    assert out.count("\n") == 1 and "stage 1 of 3" in err
+    certs(tmp_path, "--rotate-ca")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, err = run("certs", "--cert-dir", str(tmp_path), "--print-ca-bundle")
+    assert (code, err) == (0, "")
+    assert base64.b64decode(out.strip()) == before["ca.crt"] and out.count("\n") == 1
+    assert len(parse_certificates(before["ca.crt"], "ca.crt")) == 2
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("args", [["--rotate-ca"], ["--key-type", "rsa"], ["--leaf-validity", "30d"],
+                                  ["--ca-validity", "3650d"], ["--renew-before", "1d"]])
+def test_print_ca_bundle_with_a_flag_that_writes_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    certs(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, err = certs(tmp_path, "--print-ca-bundle", *args)
+    assert code == 2 and out == ""
+    assert f"--print-ca-bundle only reads ca.crt and cannot be combined with {args[0]}" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_a_broken_ca_is_an_error_not_a_silent_replacement(tmp_path: Path) -> None:

@@ -221,3 +221,85 @@ def test_rotating_a_ca_made_in_the_same_run_does_nothing(tmp_path: Path) -> None
     result = run(tmp_path, rotate=True)
     assert result.generated_ca and result.rotated_to is None and result.stage == 0
     assert "nothing to rotate yet" in result.notes[0]
+
+
+# --- without ca.key (a Secret copied back, or a lost key) -----------------------------------
+
+def without_ca_key(directory: Path, **options: object) -> x509.Certificate:
+    run(directory, **options)  # type: ignore[arg-type]
+    (directory / "ca.key").unlink()
+    return bundle(directory)[0]
+
+
+def test_without_ca_key_the_pair_is_kept_and_nothing_is_replaced(tmp_path: Path) -> None:
+    without_ca_key(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = run(tmp_path)
+    assert not result.generated_ca and not result.issued_leaf
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert "ca.key is missing" in result.notes[0] and "--rotate-ca" in result.notes[0]
+
+
+def test_without_ca_key_a_certificate_due_for_renewal_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    without_ca_key(tmp_path, leaf_validity=90 * DAY)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(CertificateError, match=r"tls\.crt needs re-issuing \(it expires on 2027-02-19, inside its "
+                       r"renewal window\), but .*ca\.key is missing, so the CA in .*ca\.crt cannot sign it\. Restore "
+                       r"ca\.key, or start a CA rotation by running this command again with --rotate-ca"):
+        run(tmp_path, now=NOW + 61 * DAY)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_without_ca_key_rotation_moves_to_a_new_ca_and_keeps_clients_of_each_stage(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)  # the handshakes check dates against the real clock
+    old = without_ca_key(tmp_path, now=now)
+    published = [pem(old)]
+    for stage in (1, 2, 3):
+        result = run(tmp_path, rotate=True, now=now)
+        assert result.rotated_to == stage
+        published.append((tmp_path / "ca.crt").read_text())
+        new = bundle(tmp_path)[-1]
+        assert trusted_by(tmp_path, published[-2]), f"stage {stage}: client of the stage before"
+        assert trusted_by(tmp_path, published[-1]), f"stage {stage}: client of this stage"
+        assert trusted_by(tmp_path, pem(new)), f"stage {stage}: new CA only"
+        # Without the old key nothing can be cross-signed by it: from stage 2 the old CA alone is not enough.
+        assert trusted_by(tmp_path, pem(old)) is (stage == 1), f"stage {stage}: old CA only"
+        assert (tmp_path / "ca.key").exists() is (stage > 1)
+        assert any("not cross-signed" in note for note in result.notes) is (stage == 2)
+    assert published[1] == published[2] == pem(old, new)
+    assert published[3] == pem(new)
+
+
+def test_without_ca_key_stage_1_of_a_rotation_keeps_a_leaf_that_is_due_and_stage_2_renews_it(tmp_path: Path) -> None:
+    without_ca_key(tmp_path, leaf_validity=90 * DAY)
+    later = NOW + 61 * DAY
+    one = run(tmp_path, rotate=True, now=later)
+    assert one.rotated_to == 1 and not one.issued_leaf
+    assert any("can only be re-issued in stage 2" in note for note in one.notes)
+    with pytest.raises(CertificateError, match="continue the CA rotation with --rotate-ca"):
+        run(tmp_path, now=later)
+    two = run(tmp_path, rotate=True, now=later)
+    assert two.rotated_to == 2 and two.issued_leaf
+    assert issued_by(served(tmp_path)[0], bundle(tmp_path)[1])
+
+
+def test_without_ca_key_an_interrupted_stage_2_is_finished(tmp_path: Path) -> None:
+    without_ca_key(tmp_path)
+    run(tmp_path, rotate=True)
+    new = bundle(tmp_path)[1]
+    next_key = (tmp_path / "ca-next.key").read_bytes()
+    run(tmp_path, rotate=True)
+    # Crashed after the new pair and before ca.key was written:
+    (tmp_path / "ca.key").unlink()
+    (tmp_path / "ca-next.key").write_bytes(next_key)
+    result = run(tmp_path)
+    assert result.stage == 2 and not (tmp_path / "ca-next.key").exists()
+    assert (tmp_path / "ca.key").read_bytes() == next_key
+    assert issued_by(served(tmp_path)[0], new)
+
+
+def test_an_expired_ca_without_its_key_is_replaced_since_no_client_can_trust_it(tmp_path: Path) -> None:
+    without_ca_key(tmp_path, ca_validity=10 * DAY, leaf_validity=5 * DAY)
+    result = run(tmp_path, now=NOW + 11 * DAY)
+    assert result.generated_ca and result.issued_leaf
+    assert any("had expired" in note and "publish the new ca.crt" in note for note in result.notes)

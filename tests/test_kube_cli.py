@@ -10,6 +10,7 @@ import base64
 import contextlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -167,7 +168,7 @@ def test_register_after_a_ca_change_updates_the_ca_bundle_in_place(
 ) -> None:
     assert cli("register", "--cert-dir", str(pki), env=admin).returncode == 0
     before = apiserver.stored(MUTATING, "admission-webhook")
-    (pki / "ca.key").unlink()  # a new CA, and a serving certificate under it
+    shutil.rmtree(pki)  # start over: a new CA, and a serving certificate under it
     ensure_certificates(pki, "admission-webhook", "admission-webhook")
 
     result = cli("register", "--cert-dir", str(pki), env=admin)
@@ -186,7 +187,7 @@ def test_a_conflict_on_update_is_retried_from_a_fresh_read(
     apiserver: ApiServer, admin: dict[str, str], pki: Path
 ) -> None:
     assert cli("register", "--cert-dir", str(pki), env=admin).returncode == 0
-    (pki / "ca.key").unlink()
+    shutil.rmtree(pki)
     ensure_certificates(pki, "admission-webhook", "admission-webhook")
 
     def concurrent_writer(request: Request) -> None:

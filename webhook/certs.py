@@ -9,20 +9,25 @@ because a half-written key is an outage.
 A rotation never leaves a client stranded: in stage 1 the old leaf is served with the old CA
 cross-signed by the new one, and in stage 2 the new leaf with the new CA cross-signed by the old
 one, so a client that trusts either CA alone, or both, verifies the server throughout.
+
+Nothing clients may trust is replaced implicitly. A new CA is made only in a directory with no
+certificate files at all, or in place of a CA that has expired; a directory with some of the files
+is completed only where that keeps every client working (a lost ``tls.key`` is re-issued under
+``ca.key``), and is otherwise refused with what is missing and what to run. Without ``ca.key``
+the pair is kept as it is, and ``--rotate-ca`` moves to a new CA.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from webhook.certdir import make_directory, read_optional, remove, write_all
 from webhook.pki import (
     CertificateError,
     KeySpec,
@@ -76,7 +81,8 @@ class CertFiles:
         return self.directory / "tls.key"
 
     def serving_pair_present(self) -> bool:
-        return self.tls_crt.is_file() and self.tls_key.is_file()
+        """Both halves of the pair are there; one that is there but unreadable is an error, not absent."""
+        return read_optional(self.tls_crt) is not None and read_optional(self.tls_key) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +108,7 @@ class CertResult:
 class _Authority:
     bundle: list[x509.Certificate]  # ca.crt as published
     signer: x509.Certificate
-    signer_key: PrivateKey
+    signer_key: PrivateKey | None  # None: ca.crt without ca.key; keeps what it vouches for, signs nothing
     next: x509.Certificate | None = None
     next_key: PrivateKey | None = None
     notes: list[str] = field(default_factory=list)
@@ -129,20 +135,27 @@ def ensure_certificates(directory: Path, service: str, namespace: str, *, option
                         rotate_ca: bool = False, now: dt.datetime | None = None) -> CertResult:
     """Keep a CA that is still valid; (re)issue the serving certificate when it is missing, inside its
     renewal window, for other names or another key type, or not signed by the signing CA. With
-    ``rotate_ca``, take the CA rotation one stage further."""
+    ``rotate_ca``, take the CA rotation one stage further.
+
+    A CA that clients may trust is never replaced implicitly, and neither is a pair this directory
+    did not make: a directory that cannot be completed safely is a ``CertificateError`` that says
+    what is missing and what to run, raised before anything is written."""
     options = options or CertOptions()
     now = now or dt.datetime.now(dt.UTC)
     files = CertFiles(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     authority = _load_authority(files, now)
+    names = service_dns_names(service, namespace)
     generated_ca = authority is None
     if authority is None:
-        replaced = files.ca_crt.exists()
+        replaced = read_optional(files.ca_crt) is not None
         authority = _create_ca(files, options, now)
         if replaced:
-            authority.notes.append(f"the CA in {files.ca_crt} had expired or had no ca.key; a new CA replaced it: "
-                                   "publish the new ca.crt as the caBundle")
-    names = service_dns_names(service, namespace)
+            authority.notes.append(f"every CA in {files.ca_crt} had expired, so no client could trust it any more; "
+                                   "a new CA replaced it: publish the new ca.crt as the caBundle")
+    elif authority.signer_key is None:
+        _check_unsigned_run(files, authority, names, options, now, rotate_ca=rotate_ca)
+    half_pair = [p.name for p in (files.tls_crt, files.tls_key) if read_optional(p) is None]
     start_stage = authority.stage
     rotated_to: int | None = None
     issued = False
@@ -161,9 +174,16 @@ def ensure_certificates(directory: Path, service: str, namespace: str, *, option
         _write(files.ca_crt, certs_pem(authority.bundle))
         authority.notes.append(ROTATION_STEPS[3])
         rotated_to = 3
+    if issued and not generated_ca and len(half_pair) == 1:
+        authority.notes.append(f"{directory / half_pair[0]} was missing: a new serving certificate and key were "
+                               f"issued under the CA in {files.ca_crt}, which clients already trust")
     if rotated_to is None and authority.stage:
         authority.notes.append(f"CA rotation in progress: stage {authority.stage} of 3 done; "
                                "run --rotate-ca again to continue")
+    if authority.signer_key is None and rotated_to is None:
+        authority.notes.append(f"{files.ca_key} is missing, so the CA in {files.ca_crt} cannot sign: the serving "
+                               "certificate is kept, but cannot be renewed here; restore ca.key, or move to a new "
+                               "CA with --rotate-ca")
     if authority.signer.not_valid_after_utc - now < options.leaf_validity:
         authority.notes.append(f"the CA expires on {authority.signer.not_valid_after_utc:%Y-%m-%d}, sooner than "
                                "a new serving certificate would; rotate it with --rotate-ca")
@@ -177,34 +197,55 @@ def issue_serving_certificate(directory: Path, service: str, namespace: str, *,
     now = now or dt.datetime.now(dt.UTC)
     files = CertFiles(directory)
     authority = _load_authority(files, now)
-    if authority is None:
-        raise CertificateError(f"{files.ca_crt}: no usable CA to sign with; run `webhook certs` first")
+    if authority is None or authority.signer_key is None:
+        raise CertificateError(f"{files.ca_key}: no usable CA key to sign with; run `webhook certs` first")
     return _issue_leaf(files, authority, service_dns_names(service, namespace), options, now)
 
 
 def ca_bundle_base64(path: Path) -> str:
-    """The ``caBundle`` value of a webhook configuration: base64 of the PEM bundle."""
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+    """The ``caBundle`` value of a webhook configuration: base64 of the PEM bundle, as it is on disk.
+
+    Only reads: printing a bundle must never change the directory it comes from."""
+    data = read_optional(path)
+    if data is None:
+        raise CertificateError(f"{path}: file is missing; create it with 'webhook certs --cert-dir {path.parent}'")
+    parse_certificates(data, str(path))
+    return base64.b64encode(data).decode("ascii")
 
 
 def read_certificate(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def _listing(files: CertFiles, missing: list[Path]) -> str:
+    """``certs: tls.key and ca.key are missing (ca.crt and tls.crt are there)``."""
+    there = [p.name for p in (files.ca_crt, files.ca_key, files.tls_crt, files.tls_key)
+             if p not in missing and read_optional(p) is not None]
+    gone = [p.name for p in missing]
+    text = f"{files.directory}: {_and(gone)} {'is' if len(gone) == 1 else 'are'} missing"
+    return text + (f" ({_and(there)} {'is' if len(there) == 1 else 'are'} there)" if there else "")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _start_over(files: CertFiles) -> str:
+    return f"move {files.directory} aside to start over with a new CA (and publish its ca.crt as the caBundle)"
 
 
 def _load_authority(files: CertFiles, now: dt.datetime) -> _Authority | None:
-    """The CA state on disk; None when there is no CA to keep (none, half of one, or expired).
-    A CA that is there but broken is an error: replacing it silently would break every client."""
-    crt, key_data = _read(files.ca_crt), _read(files.ca_key)
-    if crt is None or key_data is None:
+    """The CA state on disk; None when there is no CA to keep (none at all, or only expired ones).
+
+    A CA that clients may trust is never replaced: one that is there but broken, or that cannot be
+    completed without inventing a new CA, is an error that says what is missing and what to do."""
+    crt, key_data = read_optional(files.ca_crt), read_optional(files.ca_key)
+    if crt is None:
+        _refuse_without_ca(files, has_key=key_data is not None)
         return None
     bundle = parse_certificates(crt, str(files.ca_crt))
+    if key_data is None:
+        return _keyless_authority(files, bundle, now)
     key = parse_private_key(key_data, str(files.ca_key))
     signer = next((cert for cert in bundle if same_public_key(cert.public_key(), key.public_key())), None)
     if signer is None:
@@ -213,16 +254,95 @@ def _load_authority(files: CertFiles, now: dt.datetime) -> _Authority | None:
     if signer.not_valid_after_utc <= now:
         return None
     authority = _Authority(bundle, signer, key)
-    next_data = _read(files.ca_next_key)
-    if next_data is not None:
-        next_key = parse_private_key(next_data, str(files.ca_next_key))
-        match = next((c for c in bundle if same_public_key(c.public_key(), next_key.public_key())), None)
-        if match is None or match is signer:
-            # Left by an interrupted stage 1 (never published) or stage 2 (already promoted).
-            files.ca_next_key.unlink()
-        else:
-            authority.next, authority.next_key = match, next_key
+    _load_next(files, authority)
     return authority
+
+
+def _refuse_without_ca(files: CertFiles, *, has_key: bool) -> None:
+    """No ca.crt: start afresh only in an empty directory."""
+    present = [p for p in (files.tls_crt, files.tls_key) if read_optional(p) is not None]
+    if has_key:
+        raise CertificateError(f"{_listing(files, [files.ca_crt])}: the CA certificate that clients trust is gone, "
+                               f"and a new CA would overwrite ca.key. Restore ca.crt, or {_start_over(files)}")
+    if len(present) == 2:
+        raise CertificateError(f"{_listing(files, [files.ca_crt, files.ca_key])}: the serving certificate was "
+                               "issued by a CA that is not here, and renewing it here would replace it "
+                               "('webhook serve' serves the pair as it is). Add that CA as ca.crt and ca.key, "
+                               f"or {_start_over(files)}")
+    if present:
+        other = files.tls_key if present[0] == files.tls_crt else files.tls_crt
+        raise CertificateError(f"{_listing(files, [other, files.ca_crt, files.ca_key])}: a serving certificate "
+                               f"needs both files, and there is no CA here to issue a new pair. Restore "
+                               f"{other.name}, or {_start_over(files)}")
+
+
+def _keyless_authority(files: CertFiles, bundle: list[x509.Certificate], now: dt.datetime) -> _Authority | None:
+    """ca.crt without ca.key (a Secret copied back, or a lost key): keep the pair it vouches for as it
+    is, and let --rotate-ca move to a new CA; anything that needs signing is an error."""
+    if all(ca.not_valid_after_utc <= now for ca in bundle):
+        return None  # no client can trust an expired CA, so replacing it breaks nobody
+    unsignable = ("without ca.key the CA in ca.crt cannot sign a new serving certificate, and a new CA would "
+                  "break every client that trusts this one")
+    missing = [p for p in (files.tls_crt, files.tls_key) if read_optional(p) is None]
+    if missing:
+        raise CertificateError(f"{_listing(files, [*missing, files.ca_key])}: {unsignable}. Restore "
+                               f"{_and([p.name for p in missing])} (or ca.key), or {_start_over(files)}")
+    try:
+        served = parse_certificates(read_optional(files.tls_crt), str(files.tls_crt))
+        key = parse_private_key(read_optional(files.tls_key), str(files.tls_key))
+        if not same_public_key(served[0].public_key(), key.public_key()):
+            raise CertificateError(f"{files.tls_key} does not belong to {files.tls_crt}")
+    except CertificateError as exc:
+        raise CertificateError(f"{exc}; and {files.ca_key} is missing, so {unsignable}. Restore the files, "
+                               f"or {_start_over(files)}") from None
+    signer = next((ca for ca in bundle if ca.not_valid_after_utc > now and issued_by(served[0], ca)), None)
+    if signer is None:
+        raise CertificateError(f"{files.tls_crt} was not issued by a valid CA in {files.ca_crt}, and "
+                               f"{files.ca_key} is missing, so {unsignable}. Restore ca.key, or {_start_over(files)}")
+    authority = _Authority(bundle, signer, None)
+    _load_next(files, authority)
+    return authority
+
+
+def _load_next(files: CertFiles, authority: _Authority) -> None:
+    """ca-next.key: the new CA's key between rotation stages 1 and 2, or the leftover of a crash."""
+    next_data = read_optional(files.ca_next_key)
+    if next_data is None:
+        return
+    next_key = parse_private_key(next_data, str(files.ca_next_key))
+    match = next((c for c in authority.bundle if same_public_key(c.public_key(), next_key.public_key())), None)
+    if match is not None and match is authority.signer and authority.signer_key is None:
+        # Stage 2 without the old key crashed after the new leaf and before ca.key: finish it.
+        _write(files.ca_key, next_data, private=True)
+        authority.signer_key = next_key
+        remove(files.ca_next_key)
+    elif match is None or match is authority.signer:
+        # Left by an interrupted stage 1 (never published) or stage 2 (already promoted).
+        remove(files.ca_next_key)
+    else:
+        authority.next, authority.next_key = match, next_key
+
+
+def _check_unsigned_run(files: CertFiles, authority: _Authority, names: list[str], options: CertOptions,
+                        now: dt.datetime, *, rotate_ca: bool) -> None:
+    """Without a CA key, a serving certificate that needs re-issuing is an error, before anything is
+    written; except when --rotate-ca is starting or completing the move to a new CA that can sign it."""
+    served = parse_certificates(read_optional(files.tls_crt), str(files.tls_crt))
+    key = parse_private_key(read_optional(files.tls_key), str(files.tls_key))
+    reason = _why_new_leaf(served[0], key, authority.signer, names, options=options, now=now)
+    if reason is None:
+        return
+    if rotate_ca and authority.stage == 0:
+        authority.notes.append(f"the serving certificate {reason}; without ca.key it can only be re-issued in "
+                               "stage 2, under the new CA")
+        return
+    if rotate_ca and authority.stage == 1:
+        return
+    then = ("continue the CA rotation with --rotate-ca (stage 2 issues it under the new CA)" if authority.stage == 1
+            else "start a CA rotation by running this command again with --rotate-ca (its stage 2 issues it "
+            "under a new CA)")
+    raise CertificateError(f"{files.tls_crt} needs re-issuing ({reason}), but {files.ca_key} is missing, so the CA "
+                           f"in {files.ca_crt} cannot sign it. Restore ca.key, or {then}")
 
 
 def _create_ca(files: CertFiles, options: CertOptions, now: dt.datetime) -> _Authority:
@@ -230,7 +350,7 @@ def _create_ca(files: CertFiles, options: CertOptions, now: dt.datetime) -> _Aut
     ca = new_ca(key, now, options.ca_validity)
     _write(files.ca_key, key_pem(key), private=True)
     _write(files.ca_crt, certs_pem([ca]))
-    files.ca_next_key.unlink(missing_ok=True)
+    remove(files.ca_next_key)
     return _Authority([ca], ca, key)
 
 
@@ -247,30 +367,43 @@ def _start_rotation(files: CertFiles, authority: _Authority, options: CertOption
 
 def _promote_next(files: CertFiles, authority: _Authority, names: list[str], options: CertOptions,
                   now: dt.datetime) -> None:
-    """Stage 2: the new CA signs a new leaf, served with the new CA cross-signed by the old one."""
+    """Stage 2: the new CA signs a new leaf, served with the new CA cross-signed by the old one.
+
+    Without the old CA's key there is no cross-signed copy; clients trust the new leaf through the
+    stage 1 ca.crt, which holds both CAs, as the rotation guarantees."""
     if authority.next is None or authority.next_key is None:
         raise CertificateError("no next CA to promote")
     old, old_key = authority.signer, authority.signer_key
     authority.signer, authority.signer_key = authority.next, authority.next_key
     authority.next = authority.next_key = None
-    _issue_leaf(files, authority, names, options, now, chain=[cross_sign(authority.signer, old, old_key, now)])
+    chain = [] if old_key is None else [cross_sign(authority.signer, old, old_key, now)]
+    _issue_leaf(files, authority, names, options, now, chain=chain)
     _write(files.ca_key, key_pem(authority.signer_key), private=True)
-    files.ca_next_key.unlink()
+    remove(files.ca_next_key)
     authority.notes.append(ROTATION_STEPS[2])
+    if old_key is None:
+        authority.notes.append("without the old CA's key, the new serving certificate is not cross-signed: "
+                               "clients need the ca.crt of stage 1 (both CAs), not the old CA alone")
 
 
 def _ensure_leaf(files: CertFiles, authority: _Authority, names: list[str], options: CertOptions,
                  now: dt.datetime) -> bool:
-    """Re-issue the leaf if it needs it, else only rewrite tls.crt if its chain should change."""
+    """Re-issue the leaf if it needs it, else only rewrite tls.crt if its chain should change.
+    Without a CA key the leaf is kept: ``_check_unsigned_run`` has refused the runs where it may not be."""
     try:
-        served = parse_certificates(_read(files.tls_crt), str(files.tls_crt))
-        key = parse_private_key(_read(files.tls_key), str(files.tls_key))
+        served = parse_certificates(read_optional(files.tls_crt), str(files.tls_crt))
+        key: PrivateKey | None = parse_private_key(read_optional(files.tls_key), str(files.tls_key))
     except CertificateError:
         served, key = [], None
     leaf = served[0] if served else None
-    if key is None or leaf is None or _needs_new_leaf(leaf, key, authority.signer, names, options=options, now=now):
+    if authority.signer_key is not None and (
+        key is None or leaf is None
+        or _why_new_leaf(leaf, key, authority.signer, names, options=options, now=now) is not None
+    ):
         _issue_leaf(files, authority, names, options, now, chain=_chain(authority, served[1:], now))
         return True
+    if leaf is None:
+        raise CertificateError(f"{files.tls_crt}: no serving certificate, and no CA key to issue one")
     chain = _chain(authority, served[1:], now)
     if [c.fingerprint(hashes.SHA256()) for c in chain] != [c.fingerprint(hashes.SHA256()) for c in served[1:]]:
         _write(files.tls_crt, certs_pem([leaf, *chain]))
@@ -279,26 +412,31 @@ def _ensure_leaf(files: CertFiles, authority: _Authority, names: list[str], opti
 
 def _served_chain(files: CertFiles) -> list[x509.Certificate]:
     try:
-        return parse_certificates(_read(files.tls_crt), str(files.tls_crt))[1:]
+        return parse_certificates(read_optional(files.tls_crt), str(files.tls_crt))[1:]
     except CertificateError:
         return []
 
 
-def _needs_new_leaf(leaf: x509.Certificate, key: PrivateKey, signer: x509.Certificate, names: list[str], *,
-                    options: CertOptions, now: dt.datetime) -> bool:
-    if not same_public_key(leaf.public_key(), key.public_key()) or not issued_by(leaf, signer):
-        return True
+def _why_new_leaf(leaf: x509.Certificate, key: PrivateKey, signer: x509.Certificate, names: list[str], *,
+                  options: CertOptions, now: dt.datetime) -> str | None:
+    """Why the serving certificate must be re-issued, in words for a message; None if it may be kept."""
+    if not same_public_key(leaf.public_key(), key.public_key()):
+        return "tls.key does not belong to it"
+    if not issued_by(leaf, signer):
+        return "it was not issued by the signing CA"
     if not options.key.fits(key):
-        return True
+        return f"its key is not {options.key}"
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     margin = options.renew_before if options.renew_before is not None else lifetime / 3
     if leaf.not_valid_after_utc - now < margin:
-        return True
+        return f"it expires on {leaf.not_valid_after_utc:%Y-%m-%d}, inside its renewal window"
     try:
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return True
-    return set(sans.get_values_for_type(x509.DNSName)) != set(names)
+        return "it has no DNS names"
+    if set(sans.get_values_for_type(x509.DNSName)) != set(names):
+        return f"it is not for {names[3] if len(names) > 3 else names[0]}"
+    return None
 
 
 def _chain(authority: _Authority, current: list[x509.Certificate], now: dt.datetime) -> list[x509.Certificate]:
@@ -318,6 +456,8 @@ def _chain(authority: _Authority, current: list[x509.Certificate], now: dt.datet
 
 def _issue_leaf(files: CertFiles, authority: _Authority, names: list[str], options: CertOptions,
                 now: dt.datetime, *, chain: list[x509.Certificate] | None = None) -> x509.Certificate:
+    if authority.signer_key is None:
+        raise CertificateError(f"{files.ca_key}: no CA key to sign a serving certificate with")
     key = options.key.generate()
     validity = options.leaf_validity
     cert = new_leaf(authority.signer, authority.signer_key, key, names, now=now, validity=validity)
@@ -325,31 +465,9 @@ def _issue_leaf(files: CertFiles, authority: _Authority, names: list[str], optio
         chain = _chain(authority, _served_chain(files), now)
     # Both written and synced first, then renamed back to back: a reader can catch the pair
     # between the renames only for microseconds, and then sees a mismatch and keeps the old pair.
-    _write_all([(files.tls_key, key_pem(key), True), (files.tls_crt, certs_pem([cert, *chain]), False)])
+    write_all([(files.tls_key, key_pem(key), True), (files.tls_crt, certs_pem([cert, *chain]), False)])
     return cert
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    _write_all([(path, data, private)])
-
-
-def _write_all(writes: list[tuple[Path, bytes, bool]]) -> None:
-    """Write each to a temporary file beside its path, then rename them all: readers never see
-    half a file. Entries are (path, data, private); a private file is 0600."""
-    temporary: list[tuple[str, Path]] = []
-    try:
-        for path, data, private in writes:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            temporary.append((tmp, path))
-            os.fchmod(fd, 0o600 if private else 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, path in temporary:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temporary:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
+    write_all([(path, data, private)])

@@ -21,6 +21,15 @@ from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSetti
 
 EXIT_USAGE = 2
 _SERVE_DEFAULTS = ServeSettings()
+SERVE_EXIT_CODES = (
+    "exit status: 0 stopped by SIGTERM (after the drain) or SIGINT; 1 --require-permissions found a permission "
+    "missing; 2 a bad flag, policy, certificate, certificate directory, or a port that cannot be listened on "
+    "(one 'webhook: error:' line says which, before anything listens)"
+)
+CERTS_EXIT_CODES = (
+    "exit status: 0 done; 2 a bad flag, a certificate or key that does not parse, or a certificate directory that "
+    "cannot be read, written or safely completed (one 'webhook: error:' line says what is missing and what to run)"
+)
 
 
 def _positive(text: str) -> int:
@@ -94,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve the webhooks over HTTPS",
         description="Serve POST /validate and POST /mutate over HTTPS, with GET /healthz and /readyz. "
-        "Without a certificate in --cert-dir, a CA and a serving certificate are generated there.",
+        "Without a certificate in --cert-dir, a CA and a serving certificate are generated there; "
+        "a directory with only some of the files is completed or refused as `webhook certs` would.",
+        epilog=SERVE_EXIT_CODES,
     )
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
     serve.add_argument("--port", type=_port, default=8443, help="HTTPS port (default: %(default)s)")
@@ -148,16 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a CA and a serving certificate for <svc>.<ns>.svc in --cert-dir. "
         "A CA that is still valid is kept; the serving certificate is re-issued when it is missing, "
         "names other hosts, has another key type, or has less than --renew-before left. "
-        "--rotate-ca replaces the CA in three runs (see README).",
+        "--rotate-ca replaces the CA in three runs (see README). A CA that clients may trust is never "
+        "replaced on its own: a directory that holds only some of the files is completed only where every "
+        "client keeps working, and is otherwise refused with what is missing and what to run.",
+        epilog=CERTS_EXIT_CODES,
     )
     _service_flags(certs)
-    certs.add_argument("--key-type", choices=["ecdsa", "rsa"], default="ecdsa",
-                       help="key type of new keys: ECDSA P-256 or RSA (default: %(default)s)")
+    certs.add_argument("--key-type", choices=["ecdsa", "rsa"],
+                       help="key type of new keys: ECDSA P-256 or RSA (default: ecdsa)")
     certs.add_argument("--rsa-bits", type=int, choices=[2048, 3072], metavar="{2048,3072}",
                        help="RSA key size with --key-type rsa (default: 2048)")
-    certs.add_argument("--ca-validity", type=_duration, default=CA_VALIDITY, metavar="DURATION",
+    certs.add_argument("--ca-validity", type=_duration, metavar="DURATION",
                        help="lifetime of a new CA, such as 3650d or 87600h (default: 3650d)")
-    certs.add_argument("--leaf-validity", type=_duration, default=LEAF_VALIDITY, metavar="DURATION",
+    certs.add_argument("--leaf-validity", type=_duration, metavar="DURATION",
                        help="lifetime of a new serving certificate (default: 365d)")
     certs.add_argument("--renew-before", type=_duration, metavar="DURATION",
                        help="re-issue the serving certificate when less than this is left "
@@ -166,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="take the CA rotation one stage further: 1) publish a new CA beside the old one, "
                        "2) sign the serving certificate with it, 3) drop the old CA")
     certs.add_argument("--print-ca-bundle", action="store_true",
-                       help="print the base64 caBundle for a webhook configuration, and nothing else")
+                       help="only print the base64 of --cert-dir's ca.crt, for a caBundle; writes nothing, so it "
+                       "cannot be combined with --rotate-ca, key or validity flags")
     kube_commands.add_commands(commands, _service_flags)
     _check_parser(commands)
     return parser
@@ -203,17 +218,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
     except (PolicyError, ConfigError, CertificateError) as exc:
-        print(f"webhook: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _error(problem: Exception) -> int:
+    print(f"webhook: error: {problem}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command == "serve" and args.client_allow_name and args.client_ca is None:
         parser.error("--client-allow-name needs --client-ca")
     if args.command == "certs":
+        if args.print_ca_bundle:
+            writing = [flag for flag, value in (
+                ("--rotate-ca", args.rotate_ca), ("--key-type", args.key_type), ("--rsa-bits", args.rsa_bits),
+                ("--ca-validity", args.ca_validity), ("--leaf-validity", args.leaf_validity),
+                ("--renew-before", args.renew_before)) if value]
+            if writing:
+                parser.error(f"--print-ca-bundle only reads ca.crt and cannot be combined with {', '.join(writing)}; "
+                             "run `webhook certs` with those first, then --print-ca-bundle on its own")
+        args.key_type = args.key_type or "ecdsa"
+        args.ca_validity = args.ca_validity or CA_VALIDITY
+        args.leaf_validity = args.leaf_validity or LEAF_VALIDITY
         if args.rsa_bits is not None and args.key_type != "rsa":
             parser.error("--rsa-bits needs --key-type rsa")
         if args.renew_before is not None and args.renew_before >= args.leaf_validity:
@@ -231,7 +261,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from webhook.server.run import serve  # noqa: PLC0415 - import the server stack only to serve
+    from webhook.server.listen import ListenError  # noqa: PLC0415 - import the server stack only to serve
+    from webhook.server.run import serve  # noqa: PLC0415
 
     configure_logging(args.log_level, args.log_format)
     settings = ServeSettings(
@@ -259,10 +290,16 @@ def _serve(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         **kube_commands.serve_cluster(args, os.environ),
     )
-    return serve(settings)
+    try:
+        return serve(settings)
+    except ListenError as exc:
+        return _error(exc)
 
 
 def _certs(args: argparse.Namespace) -> int:
+    if args.print_ca_bundle:
+        print(ca_bundle_base64(args.cert_dir / "ca.crt"))
+        return 0
     options = CertOptions(
         key=KeySpec(args.key_type, args.rsa_bits or 2048),
         ca_validity=args.ca_validity,
@@ -271,11 +308,6 @@ def _certs(args: argparse.Namespace) -> int:
     )
     result = ensure_certificates(args.cert_dir, args.service_name, args.service_namespace, options=options,
                                  rotate_ca=args.rotate_ca)
-    if args.print_ca_bundle:
-        for note in result.notes:
-            print(note, file=sys.stderr)
-        print(ca_bundle_base64(result.files.ca_crt))
-        return 0
     ca = "created" if result.generated_ca else "kept (still valid)"
     leaf = "issued" if result.issued_leaf else "kept (still valid)"
     print(f"CA {ca}: {result.files.ca_crt}")

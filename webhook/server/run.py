@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -14,6 +15,7 @@ import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
 from webhook import __version__
+from webhook.certdir import make_directory
 from webhook.certs import CertFiles, ensure_certificates, read_certificate
 from webhook.logs import configure_logging
 from webhook.policy.model import load_policy
@@ -22,10 +24,10 @@ from webhook.server.budget import ClientLimits
 from webhook.server.heap import fix_mmap_threshold
 from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.limits import raise_open_file_limit
+from webhook.server.listen import ListenError, bind
 from webhook.server.protocol import Direct, WebhookHttpProtocol
 from webhook.server.supervisor import supervise
 from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
-from webhook.server.tls import uvicorn_factory
 from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
 
@@ -38,15 +40,22 @@ IN_FLIGHT_GRACE_SECONDS = 10
 
 
 def prepare_certificates(settings: ServeSettings) -> CertFiles:
-    """Serve a mounted pair as it is; generate a CA and a serving certificate only when none is there."""
+    """Serve a mounted pair as it is. Without one, complete the directory as ``webhook certs`` would:
+    a new CA only where there is none, a new pair under ``ca.key`` where one was lost, and otherwise a
+    ``CertificateError`` saying what is missing, since a new CA would break every client of the old."""
     files = CertFiles(settings.cert_dir)
+    make_directory(settings.cert_dir)  # a file in its place, or an uncreatable path, is named as such first
     if files.serving_pair_present():
         return files
     result = ensure_certificates(settings.cert_dir, settings.service_name, settings.service_namespace)
-    log.info(
-        "no serving certificate in %s: generated one for %s; trust the CA at %s",
-        settings.cert_dir, settings.service_host, result.files.ca_crt,
-    )
+    if result.generated_ca:
+        log.info("no serving certificate in %s: generated one for %s; trust the CA at %s",
+                 settings.cert_dir, settings.service_host, result.files.ca_crt)
+    elif not result.notes:
+        log.info("no serving certificate in %s: issued one for %s under the CA in %s",
+                 settings.cert_dir, settings.service_host, result.files.ca_crt)
+    for note in result.notes:
+        log.warning("%s", note)
     return files
 
 
@@ -56,19 +65,31 @@ class Listeners:
 
     https: socket.socket
     probe: socket.socket | None
-    metrics_dir: str  # prometheus-client multiprocess files
+    metrics_dir: str | None = None  # prometheus-client multiprocess files, with several workers
+
+    @classmethod
+    def bind(cls, settings: ServeSettings) -> Listeners:
+        """Both ports, or a ListenError naming the flag and the address; nothing half-bound is left."""
+        https = bind(settings.host, settings.port, "--port")
+        try:
+            probe = bind(settings.host, settings.probe_port, "--probe-port") if settings.probe_port else None
+        except ListenError:
+            https.close()
+            raise
+        return cls(https, probe)
+
+    def close(self) -> None:
+        self.https.close()
+        if self.probe is not None:
+            self.probe.close()
 
 
-def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | None = None,
-                 direct: Direct | None = None) -> uvicorn.Config:
-    files = CertFiles(settings.cert_dir)
+def https_config(settings: ServeSettings, app: Any, tls: ServingTLS, direct: Direct | None = None) -> uvicorn.Config:
     return uvicorn.Config(
-        app=app or _unused,
+        app=app,
         host=settings.host,
         port=settings.port,
-        # The worker's reloading TLS; a fixed pair only where the config just binds the socket.
-        ssl_context_factory=tls.uvicorn_factory if tls else functools.partial(
-            uvicorn_factory, files.tls_crt, files.tls_key),
+        ssl_context_factory=tls.uvicorn_factory,  # the worker's reloading TLS
         http=WebhookHttpProtocol.configured(settings.request_read_timeout, direct=direct,
                                             limits=ClientLimits.from_settings(settings)),
         loop="uvloop",
@@ -82,31 +103,31 @@ def https_config(settings: ServeSettings, app: Any = None, tls: ServingTLS | Non
     )
 
 
-def probe_config(settings: ServeSettings, app: Any = None) -> uvicorn.Config:
+def probe_config(settings: ServeSettings, app: Any) -> uvicorn.Config:
     # The same access_log as the HTTPS port: uvicorn's access logger is process-wide, and a config
     # with access_log=False strips its handlers, which would silence --access-log everywhere.
     return uvicorn.Config(
-        app=app or _unused, host=settings.host, port=settings.probe_port,
+        app=app, host=settings.host, port=settings.probe_port,
         http=WebhookHttpProtocol.configured(settings.request_read_timeout,
                                             limits=ClientLimits.from_settings(settings)), loop="uvloop",
         lifespan="off", access_log=settings.access_log, log_config=None, server_header=False, proxy_headers=False,
     )
 
 
-def run_worker(settings: ServeSettings, listeners: Listeners | None = None) -> None:
-    """One serving process: its own TLS context, policy, apps and drain state."""
+def run_worker(settings: ServeSettings, listeners: Listeners) -> None:
+    """One serving process, on the sockets the parent bound: its own TLS context, policy, apps and drain state."""
     configure_logging(settings.log_level, settings.log_format)
     fix_mmap_threshold()
     lifecycle = Lifecycle()
     tls = ServingTLS.from_settings(settings)
-    state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir if listeners else None), tls)
+    state = ServerState.load(settings, lifecycle, Telemetry(listeners.metrics_dir), tls)
     probe = probe_config(settings, create_probe_app(state)) if settings.probe_port else None
     app, direct = create_app(settings, state)
     server = DrainingServer(
         https_config(settings, app, tls, direct), lifecycle, settings.drain_seconds,
-        probe=probe, probe_sockets=[listeners.probe] if listeners and listeners.probe else None,
+        probe=probe, probe_sockets=[listeners.probe] if listeners.probe else None,
     )
-    server.run(sockets=[listeners.https] if listeners else None)
+    server.run(sockets=[listeners.https])
 
 
 def _connect_at_start(cluster: ClusterConfig, **options: Any) -> bool:
@@ -116,12 +137,10 @@ def _connect_at_start(cluster: ClusterConfig, **options: Any) -> bool:
     return connect_at_start(cluster, **options)
 
 
-async def _unused(scope: object, receive: object, send: object) -> None:
-    """A placeholder app for configs that only bind sockets."""
-
-
 def serve(settings: ServeSettings) -> int:
-    """Run until SIGTERM (drain, then exit 0) or SIGINT. A bad policy raises PolicyError before anything binds.
+    """Run until SIGTERM (drain, then exit 0) or SIGINT. A bad policy raises PolicyError, and an
+    unusable certificate directory CertificateError, before anything binds; a port that cannot be
+    bound raises ListenError before anything is announced or registered.
 
     Returns 1 without serving when --require-permissions finds a permission missing. The
     configurations are never deleted on the way out: with several replicas, that would
@@ -131,34 +150,37 @@ def serve(settings: ServeSettings) -> int:
     files = prepare_certificates(settings)
     ServingTLS.from_settings(settings).check()  # an unusable pair or client CA: CertificateError, nothing bound
     raise_open_file_limit()
+    listeners = Listeners.bind(settings)
+    try:
+        return _serve_on(settings, listeners, files, policy_source=policy.source, policy_sha256=policy.sha256)
+    finally:
+        listeners.close()
+
+
+def _serve_on(settings: ServeSettings, listeners: Listeners, files: CertFiles, *, policy_source: str,
+              policy_sha256: str) -> int:
     if settings.cluster is not None and not _connect_at_start(
         settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
         registration=settings.registration, ca_file=files.ca_crt,
     ):
         return 1
     not_after = read_certificate(files.tls_crt).not_valid_after_utc
+    probes = f"http://{settings.host}:{settings.probe_port}" if settings.probe_port else "off"
     log.info(
-        "admission-webhook %s serving https://%s:%d (workers=%d), policy %s sha256:%s, certificate notAfter %s",
-        __version__, settings.host, settings.port, settings.workers, policy.source, policy.sha256[:12],
+        "admission-webhook %s serving https://%s:%d (workers=%d), probes %s, policy %s sha256:%s, "
+        "certificate notAfter %s",
+        __version__, settings.host, settings.port, settings.workers, probes, policy_source, policy_sha256[:12],
         not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
         extra={"fields": {"version": __version__, "listen": f"{settings.host}:{settings.port}",
-                          "policySha256": policy.sha256, "certificateNotAfter": not_after.isoformat()}},
+                          "probeListen": f"{settings.host}:{settings.probe_port}" if settings.probe_port else None,
+                          "policySha256": policy_sha256, "certificateNotAfter": not_after.isoformat()}},
     )
     if settings.workers == 1:
-        run_worker(settings)
+        run_worker(settings, listeners)
         return 0
     with tempfile.TemporaryDirectory(prefix="webhook-metrics-") as metrics_dir:
         # Spawned workers inherit this before they import prometheus_client.
         os.environ[MULTIPROCESS_ENV] = metrics_dir
-        listeners = Listeners(
-            https_config(settings).bind_socket(),
-            probe_config(settings).bind_socket() if settings.probe_port else None,
-            metrics_dir,
-        )
-        try:
-            supervise(settings, listeners, run_worker, on_exit=functools.partial(mark_process_dead, path=metrics_dir))
-        finally:
-            listeners.https.close()
-            if listeners.probe:
-                listeners.probe.close()
+        supervise(settings, dataclasses.replace(listeners, metrics_dir=metrics_dir), run_worker,
+                  on_exit=functools.partial(mark_process_dead, path=metrics_dir))
     return 0

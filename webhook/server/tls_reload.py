@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 
+from webhook.certdir import read_optional
 from webhook.pki import CertificateError, chains_to, parse_certificates
 from webhook.server.tls import Material, TLSFiles, build_context, read_material, rfc3339
 from webhook.server.watch import Contents, ContentWatcher, Poller, read_contents
@@ -85,6 +86,8 @@ class ServingTLS:
 
     def check(self) -> Material:
         """Load once to fail fast with a clear message, before anything binds."""
+        for path in self.files.paths:
+            read_optional(path)  # a file that is there but unreadable is named as such, not as missing
         material = read_material(self.files, read_contents(self.files.paths))
         build_context(material)
         return material
