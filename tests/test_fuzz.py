@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ApiServerClient, ServerProcess
 from tests.reviews import pod_review
+from tests.steady import assert_survived, attack
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 ALLOWED = ["nginx", "nginx:1.27", "registry.k8s.io/pause:3.9", "ghcr.io/acme/app@sha256:" + "a" * 64,
@@ -207,8 +208,10 @@ def test_unique_huge_images_leave_no_memory_behind(client: ApiServerClient, fuzz
     for index in range(10):  # warm the allocator for 2 MB bodies
         assert client.post("/validate", body(index)).status_code == 200
     before = rss_kb(fuzz_server.process.pid)
-    for index in range(10, 250):
-        reply = client.post("/validate", body(index))
-        assert reply.status_code == 200 and reply.json()["response"]["allowed"] is False
+    with attack(fuzz_server) as figures:
+        for index in range(10, 250):
+            reply = client.post("/validate", body(index))
+            assert reply.status_code == 200 and reply.json()["response"]["allowed"] is False
     growth_mb = (rss_kb(fuzz_server.process.pid) - before) / 1024
     assert growth_mb < 30, f"RSS grew by {growth_mb:.1f} MB over 240 reviews of a unique 2 MB image"
+    assert_survived(fuzz_server, figures)

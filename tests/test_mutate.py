@@ -282,8 +282,7 @@ def test_a_mutation_of_more_changes_than_a_patch_may_carry_is_skipped() -> None:
     assert len(decide(review(workload("Pod", pod_spec(*images))), lists).patch) == MAX_PATCH_OPERATIONS
     answer = decide(review(workload("Pod", pod_spec(*images, "y"))), lists)
     assert answer.allowed and not answer.patch and answer.outcome == "error"
-    assert answer.warnings == (f"mutation skipped: it would make {MAX_PATCH_OPERATIONS + 1} changes, more than the "
-                               f"{MAX_PATCH_OPERATIONS} a patch may carry",)
+    assert answer.warnings == ("mutation skipped: it would make more than 10000 changes",)
 
 
 def test_default_values_are_copied_not_shared() -> None:

@@ -15,7 +15,7 @@ from webhook.admission.deadline import Deadline
 from webhook.admission.patch import diff
 from webhook.admission.review import Request, Response, allowed, patched, skipped
 from webhook.admission.validate import site_label
-from webhook.policy.defaults import Defaulted
+from webhook.policy.defaults import Defaulted, TooManyChanges
 from webhook.policy.defaults import apply as apply_defaults
 from webhook.policy.model import Policy
 from webhook.policy.podspecs import IMAGE_LISTS, images_in, pod_spec_path
@@ -34,6 +34,7 @@ MAX_LISTED_CHANGES = 20
 # ``containers[*]`` default) would make a patch of tens of MB, which a worker cannot afford to
 # build and the API server would have to apply; the object is then left as it is, and judged so.
 MAX_PATCH_OPERATIONS = 10_000
+TOO_MANY_CHANGES = f"mutation skipped: it would make more than {MAX_PATCH_OPERATIONS} changes"
 
 
 def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
@@ -54,14 +55,16 @@ def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     tick = deadline.ticker()  # every loop below is as long as the object makes it
     changes: list[Defaulted | Rewritten] = []
     if tree is not None:
-        changes += apply_defaults(tree, mutated, tick=tick)
+        try:
+            changes += apply_defaults(tree, mutated, tick=tick, limit=MAX_PATCH_OPERATIONS)
+        except TooManyChanges:
+            return skipped(TOO_MANY_CHANGES)
     if spec_path is not None and lists is not None:
         # On UPDATE an image that already runs is left alone, exactly as validation skips it.
         keep = images_in(request.old_object, spec_path) if request.operation == "UPDATE" else set()
         changes += rewrite_images(policy.rewriter, mutated, spec_path, lists, keep, tick=tick)
     if len(changes) > MAX_PATCH_OPERATIONS:
-        return skipped(f"mutation skipped: it would make {len(changes)} changes, more than the "
-                       f"{MAX_PATCH_OPERATIONS} a patch may carry")
+        return skipped(TOO_MANY_CHANGES)
     deadline.check()
     operations = diff(original, mutated, tick=tick)
     if not operations:

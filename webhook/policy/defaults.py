@@ -152,14 +152,27 @@ def compile_tree(raw: Mapping[Any, Any], rule: int = 0, path: tuple[str, ...] = 
     return tree
 
 
-def apply(tree: Branch, obj: dict[str, Any], *, tick: Callable[[], None] = lambda: None) -> list[Defaulted]:
+class TooManyChanges(ValueError):
+    """Defaulting would set more than the caller's limit of fields."""
+
+
+def apply(tree: Branch, obj: dict[str, Any], *, tick: Callable[[], None] = lambda: None,
+          limit: int | None = None) -> list[Defaulted]:
     """Set every absent or null field of ``tree`` in ``obj`` (in place); say what was set.
 
     ``tick`` is called for every list element visited, the one step an object can make
-    long; it raises to stop the work (the caller's deadline).
+    long; it raises to stop the work (the caller's deadline). A ``[*]`` rule copies its values
+    into every element, so the memory it takes is the rule's size times the list's length:
+    past ``limit`` fields set, TooManyChanges stops it.
     """
     done: list[Defaulted] = []
-    _apply(tree, obj, (), done, tick)
+
+    def step() -> None:
+        tick()
+        if limit is not None and len(done) > limit:
+            raise TooManyChanges(f"more than {limit}")
+
+    _apply(tree, obj, (), done, step)
     return done
 
 
