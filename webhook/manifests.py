@@ -3,8 +3,9 @@
 Read the way kubectl reads them, so ``webhook check`` judges what ``kubectl apply`` would
 send: multi-document YAML, ``List`` kinds flattened into their items, empty documents
 skipped, timestamps left as strings (sigs.k8s.io/yaml never makes them dates), and a
-duplicate key refused rather than resolved to the last one. Anything unreadable is reported
-with the file, the document's index and its line, and reading goes on with the next source.
+duplicate key refused rather than resolved to the last one (``policy/kubeyaml.py``).
+Anything unreadable is reported with the file, the document's index and its line, and
+reading goes on with the next source.
 """
 
 from __future__ import annotations
@@ -19,23 +20,13 @@ from typing import Any, BinaryIO
 import orjson
 import yaml
 
+from webhook.policy import kubeyaml
 from webhook.policy.defaults import render_path
-from webhook.policy.model import UniqueKeyLoader
 
 STDIN = "-"
 SUFFIXES = (".yaml", ".yml", ".json")
 INT64 = 2**63
 MAX_VALUES = 1_000_000
-_NOT_JSON_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
-
-
-class _ManifestLoader(UniqueKeyLoader):
-    """YAML as the Kubernetes tools read it: no dates, and ``=`` is just a string."""
-
-    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML looks resolvers up on the class
-        first: [(tag, pattern) for tag, pattern in resolvers if tag not in _NOT_JSON_TAGS]
-        for first, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,23 +125,14 @@ def _yaml(raw: bytes, source: str) -> Iterator[Manifest | Unreadable]:
     except UnicodeDecodeError as exc:
         yield Unreadable(Location(source), f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
         return
-    loader = _ManifestLoader(text)
     index = 0
     try:
-        while True:
-            index += 1  # before parsing, so an error names the document it is in
-            if not loader.check_node():
-                break
-            node = loader.get_node()
-            if node is None:
-                break
-            document = loader.construct_document(node)
+        for node, document in kubeyaml.documents(text):
+            index += 1
             if document is not None:  # an empty document, as kubectl skips it
                 yield from _objects(document, Location(source, index, node.start_mark.line + 1), node)
     except yaml.YAMLError as exc:
-        yield Unreadable(Location(source, index), f"not valid YAML: {_yaml_problem(exc)}")
-    finally:
-        loader.dispose()
+        yield Unreadable(Location(source, index + 1), f"not valid YAML: {kubeyaml.describe(exc)}")
 
 
 def _objects(document: Any, at: Location, node: yaml.Node | None = None) -> Iterator[Manifest | Unreadable]:
@@ -190,20 +172,23 @@ def _not_json(document: dict[str, Any]) -> str | None:
     self-referencing, tree, and a CI job must get an answer rather than hang. Paths are
     kept as links to the parent and spelt out only for the one problem reported.
     """
-    stack: list[tuple[Any, _Link]] = [(document, None)]
+    stack: list[tuple[Any, _Link, int]] = [(document, None, 1)]
     budget = MAX_VALUES
     while stack:
-        value, link = stack.pop()
+        value, link, depth = stack.pop()
         budget -= 1
         if budget < 0:
             return f"has more than {MAX_VALUES} values (or aliases that expand to that many, or refer to themselves)"
+        if isinstance(value, dict | list) and depth > kubeyaml.MAX_DEPTH:
+            return (f"{_path(link, 3)} is nested more than {kubeyaml.MAX_DEPTH} levels deep (or has aliases that "
+                    "refer to themselves)")
         if isinstance(value, dict):
             for key, child in value.items():
                 if not isinstance(key, str):
                     return f"{_path(link) or 'the object'} has a key {key!r} that is not a string"
-                stack.append((child, (link, key)))
+                stack.append((child, (link, key), depth + 1))
         elif isinstance(value, list):
-            stack.extend((child, (link, index)) for index, child in enumerate(value))
+            stack.extend((child, (link, index), depth + 1) for index, child in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
             return f"{_path(link)} is {value}, which JSON cannot hold"
         elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
@@ -216,12 +201,14 @@ def _not_json(document: dict[str, Any]) -> str | None:
 _Link = tuple["_Link", str | int] | None
 
 
-def _path(link: _Link) -> str:
+def _path(link: _Link, most: int | None = None) -> str:
+    """The path to a value; only its first ``most`` parts and an ellipsis when it is longer."""
     parts: list[str | int] = []
     while link is not None:
         link, key = link
         parts.append(key)
-    return render_path(parts[::-1])
+    parts.reverse()
+    return render_path(parts) if most is None or len(parts) <= most else render_path(parts[:most]) + "…"
 
 
 def _item_node(node: yaml.Node | None, position: int) -> yaml.Node | None:
@@ -242,14 +229,6 @@ def _items_node(node: yaml.Node | None) -> yaml.SequenceNode | None:
             if isinstance(key, yaml.ScalarNode) and key.value == "items" and isinstance(value, yaml.SequenceNode):
                 return value
     return None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        return f"{exc.context + ': ' if exc.context else ''}{exc.problem}{where}"
-    return str(exc)
 
 
 def _a(value: Any) -> str:

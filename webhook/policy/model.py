@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webhook.policy import kubeyaml
 from webhook.policy.defaults import (
     ConflictError,
     Defaults,
@@ -234,26 +235,16 @@ def _set_key(index: int, path: tuple[str, ...]) -> str:
     return f"defaults[{index}].set" + (rendered if rendered.startswith("[") or not rendered else f".{rendered}")
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which plain YAML resolves silently to the last."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_policy(raw: bytes, source: str) -> Policy:
+    """The policy in ``raw``, read as kubectl would read it (see ``kubeyaml``), checked and compiled."""
     try:
-        data = yaml.load(raw, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = kubeyaml.decode(raw)
+    except UnicodeDecodeError as exc:
+        raise PolicyError(source, "", kubeyaml.undecodable(exc)) from None
+    try:
+        data = kubeyaml.load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(source, "", f"not valid YAML: {exc}") from None
+        raise PolicyError(source, "", f"not valid YAML: {kubeyaml.describe(exc)}") from None
     if not isinstance(data, dict):
         raise PolicyError(source, "", "the top level must be a mapping with an 'images' key")
     try:
