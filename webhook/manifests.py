@@ -1,17 +1,30 @@
 """Kubernetes objects from YAML and JSON files, directories and stdin, one at a time.
 
 Read the way kubectl reads them, so ``webhook check`` judges what ``kubectl apply`` would
-send: multi-document YAML, ``List`` kinds flattened into their items, empty documents
-skipped, timestamps left as strings (sigs.k8s.io/yaml never makes them dates), and a
-duplicate key refused rather than resolved to the last one (``policy/kubeyaml.py``).
-Anything unreadable is reported with the file, the document's index and its line, and
-reading goes on with the next source.
+send. As kubectl's file visitor and its YAMLOrJSONDecoder (k8s.io/apimachinery) do:
+
+- bytes are UTF-8, or UTF-16 (either byte order) when a byte-order mark says so, as
+  PowerShell writes them; a UTF-8 byte-order mark is dropped;
+- input that starts with ``{`` is read as a JSON stream, objects one after another
+  (``{...}{...}`` or one per line), whatever the file's name; if its first object is not
+  JSON, or only one is and what follows is not, the whole input is read as YAML instead
+  (flow-style YAML starts with ``{`` too), but once two JSON objects are read it stays JSON;
+- YAML is multi-document, merge keys (``<<``) work, timestamps stay strings (sigs.k8s.io/yaml
+  never makes them dates) and a duplicate key is refused rather than resolved to the last;
+- empty documents and ``null`` are skipped; ``List`` kinds are flattened into their items.
+
+A ``.json`` file is also read as JSON first when it does not start with ``{``, and when
+neither JSON nor YAML can read it the JSON error is the one reported. Anything unreadable
+is reported with the file, the document's index and its line, and reading goes on with the
+next source.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +40,7 @@ STDIN = "-"
 SUFFIXES = (".yaml", ".yml", ".json")
 INT64 = 2**63
 MAX_VALUES = 1_000_000
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +84,7 @@ def read(paths: Sequence[str], stdin: BinaryIO) -> Iterator[Manifest | Unreadabl
     """Every object in ``paths`` in order; directories recursively, ``-`` for stdin."""
     for path in paths:
         if path == STDIN:
-            yield from _parse(stdin.read(), "<stdin>", json_first=True)
+            yield from _parse(stdin.read(), "<stdin>")
         elif os.path.isdir(path):
             yield from _directory(Path(path))
         else:
@@ -92,39 +106,73 @@ def _file(path: Path, shown: str) -> Iterator[Manifest | Unreadable]:
     except OSError as exc:
         yield Unreadable(Location(shown), f"cannot be read: {exc.strerror or exc}")
         return
-    if path.suffix == ".json":
-        yield from _json(raw, shown)
-    else:
-        yield from _yaml(raw, shown)
+    yield from _parse(raw, shown, json_file=path.suffix == ".json")
 
 
-def _parse(raw: bytes, source: str, *, json_first: bool) -> Iterator[Manifest | Unreadable]:
-    if json_first and raw.lstrip()[:1] in (b"{", b"["):
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # flow-style YAML starts with "{" too
-        else:
-            yield from _objects(document, Location(source, 1))
-            return
-    yield from _yaml(raw, source)
-
-
-def _json(raw: bytes, source: str) -> Iterator[Manifest | Unreadable]:
+def _parse(raw: bytes, source: str, *, json_file: bool = False) -> Iterator[Manifest | Unreadable]:
     try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        yield Unreadable(Location(source, 1, exc.lineno), f"not valid JSON: {exc.msg} (column {exc.colno})")
-        return
-    yield from _objects(document, Location(source, 1))
-
-
-def _yaml(raw: bytes, source: str) -> Iterator[Manifest | Unreadable]:
-    try:
-        text = raw.decode("utf-8-sig")
+        text = kubeyaml.decode(raw)
     except UnicodeDecodeError as exc:
-        yield Unreadable(Location(source), f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        yield Unreadable(Location(source), kubeyaml.undecodable(exc))
         return
+    if not json_file and not text.lstrip().startswith("{"):
+        yield from _yaml(text, source)
+        return
+    values, failure = _json_stream(text)
+    if failure is not None and len(values) < 2 and (not json_file or _is_yaml(text)):
+        yield from _yaml(text, source)  # kubectl flips to YAML: it was never a JSON stream
+        return
+    for index, (start, value) in enumerate(values, 1):
+        if value is not None:  # a null document, as kubectl skips it
+            yield from _objects(value, Location(source, index, text.count("\n", 0, start) + 1))
+    if failure is not None:
+        position, message = failure
+        line = text.count("\n", 0, position) + 1
+        column = position - text.rfind("\n", 0, position)
+        yield Unreadable(Location(source, len(values) + 1, line), f"not valid JSON: {message} (column {column})")
+
+
+def _json_stream(text: str) -> tuple[list[tuple[int, Any]], tuple[int, str] | None]:
+    """The JSON values one after another, each with its offset; and where and why reading stopped.
+
+    orjson decides what is valid (as strictly as Go's encoding/json); the standard library's
+    scanner only finds where each value ends, as orjson reads one document at a time.
+    """
+    start = _skip_space(text, 0)
+    try:
+        return [(start, orjson.loads(text))], None
+    except orjson.JSONDecodeError:
+        pass
+    values: list[tuple[int, Any]] = []
+    scanner = json.JSONDecoder()
+    while start < len(text):
+        try:
+            end = scanner.raw_decode(text, start)[1]
+        except ValueError:
+            end = len(text)  # orjson says what is wrong
+        try:
+            values.append((start, orjson.loads(text[start:end])))
+        except orjson.JSONDecodeError as exc:
+            return values, (start + exc.pos, exc.msg)
+        start = _skip_space(text, end)
+    return values, None
+
+
+def _skip_space(text: str, at: int) -> int:
+    found = _JSON_SPACE.match(text, at)
+    return found.end() if found else at
+
+
+def _is_yaml(text: str) -> bool:
+    try:
+        for _ in kubeyaml.documents(text):
+            pass
+    except yaml.YAMLError:
+        return False
+    return True
+
+
+def _yaml(text: str, source: str) -> Iterator[Manifest | Unreadable]:
     index = 0
     try:
         for node, document in kubeyaml.documents(text):
@@ -160,9 +208,32 @@ def _objects(document: Any, at: Location, node: yaml.Node | None = None) -> Iter
         lines = _item_lines(node, len(items))
         for position, item in enumerate(items):
             line = lines[position] if lines else None
-            yield from _objects(item, Location(at.source, at.document, line, position), _item_node(node, position))
+            yield from _objects(_typed(item, kind, api_version), Location(at.source, at.document, line, position),
+                                _item_node(node, position))
         return
     yield Manifest(at, document)
+
+
+def _typed(item: Any, list_kind: str, list_api_version: str) -> Any:
+    """An item of a typed list (``PodList``, ``DeploymentList``) with its kind filled in, as kubectl does.
+
+    apimachinery's unstructured decoder (``decodeToList``) gives an item whose kind *and*
+    apiVersion are both empty (absent, or not strings) the list's kind minus ``List`` and the
+    list's apiVersion, as the API server leaves them out of typed lists. An item missing
+    only one of them keeps its gap. A plain ``v1/List`` has no item kind to give: kubectl
+    would set the kind to "" and refuse the item, so here it stays without one.
+    """
+    item_kind = list_kind.removesuffix("List")
+    if (not isinstance(item, dict) or not item_kind or _text(item.get("kind"))
+            or _text(item.get("apiVersion"))):
+        return item
+    rest = {key: value for key, value in item.items() if key not in ("apiVersion", "kind")}
+    return {"apiVersion": list_api_version, "kind": item_kind, **rest}
+
+
+def _text(value: Any) -> str:
+    """A field as ``Unstructured.GetKind`` reads it: the string, or "" for anything else."""
+    return value if isinstance(value, str) else ""
 
 
 def _not_json(document: dict[str, Any]) -> str | None:
