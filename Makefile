@@ -6,6 +6,8 @@ PIP    := $(BIN)/python -m pip
 RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+# PyYAML's wheels carry libyaml, which reads YAML ten times faster; a source build may lack it.
+BINARY := --only-binary PyYAML
 
 .PHONY: run test lint typecheck bench tools manifests clean
 
@@ -14,11 +16,11 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml requirements.lock | $(BIN)/python
-	$(PIP) install --quiet -c requirements.lock -e .
+	$(PIP) install --quiet $(BINARY) -c requirements.lock -e .
 	touch $@
 
 $(TEST_STAMP): pyproject.toml requirements.lock | $(BIN)/python
-	$(PIP) install --quiet -c requirements.lock -e '.[test]'
+	$(PIP) install --quiet $(BINARY) -c requirements.lock -e '.[test]'
 	touch $@ $(RUN_STAMP)
 
 ## Serve the webhook on https://localhost:8443 with the embedded default policy.

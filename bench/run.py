@@ -9,11 +9,16 @@ comes from /proc, so it counts the server's process tree only, not wrk. wrk shar
 machine's cores, and a virtual machine may lose some of them to its host (steal), so each
 run also reports wrk's own CPU per request and the machine's steal time, and the summary
 after the table works out what those allow.
+
+A last table times ``webhook check`` over a corpus of manifests (bench/corpus.py) against
+libyaml's C loader alone reading the same files, in the same process and interleaved, so
+their ratio holds on a machine whose speed drifts.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -35,13 +40,21 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import bodies
+import yaml
+
+from bench import bodies, corpus
+from webhook import check
 from webhook.certs import ensure_certificates
+from webhook.manifests import read
+from webhook.policy import kubeyaml
+from webhook.policy.model import load_policy
 
 SERVICE_HOST = "admission-webhook.admission-webhook.svc"
 # One connection, so no request waits for another: what is left of its tail is the machine's.
 LONE = "pod-allowed, 1 connection"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The check benchmark's yardstick: PyYAML's own C loader, with nothing of ours (pure Python without libyaml).
+BARE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -325,13 +338,66 @@ def main() -> int:
     if not args.tiny:
         rows.append(large_on_two_workers(driver, cert_dir, work / "policy-1000.yaml", pods[50], args))
 
-    print_table(rows)
-    print_summary(rows)
+    # 5. webhook check against the bare C loader, on the same files.
+    check_row = measure_check(work / "corpus", *((200, 25) if args.tiny else (2000, 250)), args.repeats)
+
+    print_report(rows, check_row)
     if args.json:
-        args.json.write_text(json.dumps([row.__dict__ | {"samples": [s.__dict__ for s in row.samples]} for row in rows],
-                                        indent=2))
+        args.json.write_text(json.dumps([row.__dict__ | {"samples": [s.__dict__ for s in row.samples]} for row in rows]
+                                        + [check_row.__dict__], indent=2))
     shutil.rmtree(work, ignore_errors=True)
-    return 1 if any(s.errors for row in rows for s in row.samples) else 0
+    return 1 if check_row.errors or any(s.errors for row in rows for s in row.samples) else 0
+
+
+@dataclass
+class CheckRow:
+    objects: int
+    files: int
+    parser: str  # the YAML parser check used: libyaml, or PyYAML's pure Python
+    check_s: list[float] = field(default_factory=list)
+    loader_s: list[float] = field(default_factory=list)
+    errors: int = 0  # runs where check did not judge every object, or not allow them all
+
+    def rate(self, seconds: list[float]) -> tuple[float, float, float]:
+        """(median, min, max) objects per second."""
+        rates = [self.objects / s for s in seconds]
+        return statistics.median(rates), min(rates), max(rates)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.check_s) / statistics.median(self.loader_s)
+
+
+def measure_check(directory: Path, objects: int, files: int, repeats: int) -> CheckRow:
+    """``webhook check`` as the CLI runs it (read, judge, the table) against ``yaml.load_all`` with
+    libyaml's CSafeLoader over the same files, each timed from reading the files to the end."""
+    paths = corpus.write(directory, objects, files)
+    policy = load_policy(None)
+    row = CheckRow(objects, files, "libyaml" if kubeyaml.LOADER is not kubeyaml.PureLoader else "pure Python")
+    for _ in range(max(repeats, 3)):  # at least three: they take seconds, not minutes
+        out = io.StringIO()
+        started = time.perf_counter()
+        code = check.run(read([str(directory)], sys.stdin.buffer), policy, output="table", namespace="default",
+                         out=out, err=io.StringIO())
+        row.check_s.append(time.perf_counter() - started)
+        row.errors += code != 0 or not out.getvalue().endswith(f"{objects} objects: {objects} allowed, 0 warned, "
+                                                                 "0 denied\n")
+        started = time.perf_counter()
+        found = sum(1 for path in paths for document in yaml.load_all(path.read_bytes(), Loader=BARE_LOADER)
+                    if document)
+        row.loader_s.append(time.perf_counter() - started)
+        row.errors += found != objects
+    return row
+
+
+def print_check(row: CheckRow) -> None:
+    print("\n| case | objects / files | YAML parser | check objects/s median [min–max] "
+          "| C loader alone objects/s median [min–max] | check time ÷ C loader time | errors |")
+    print("|---|---|---|---|---|---|---|")
+    check_rate, loader_rate = row.rate(row.check_s), row.rate(row.loader_s)
+    print(f"| webhook check | {row.objects} / {row.files} | {row.parser} "
+          f"| {check_rate[0]:.0f} [{check_rate[1]:.0f}–{check_rate[2]:.0f}] "
+          f"| {loader_rate[0]:.0f} [{loader_rate[1]:.0f}–{loader_rate[2]:.0f}] | {row.ratio:.2f} | {row.errors} |")
 
 
 def large_on_two_workers(driver: Driver, cert_dir: Path, policy: Path, body: Path, args: argparse.Namespace) -> Row:
@@ -342,6 +408,12 @@ def large_on_two_workers(driver: Driver, cert_dir: Path, policy: Path, body: Pat
             row.samples.append(driver.measure(ours, "/validate", body, args.seconds))
         row.peak_rss_mb, row.peak_rss_per_process_mb = peak_rss_mb(ours.pids())
     return row
+
+
+def print_report(rows: list[Row], check_row: CheckRow) -> None:
+    print_table(rows)
+    print_summary(rows)
+    print_check(check_row)
 
 
 def print_table(rows: list[Row]) -> None:

@@ -16,7 +16,8 @@ def test_benchmark_runs_in_tiny_mode() -> None:
     result = subprocess.run([sys.executable, "bench/run.py", "--tiny"], cwd=REPO, capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    table, summary, check_table = result.stdout.split("\n\n")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[0].startswith("| case | server | workers | req/s")
     cases = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows[1:]}
     assert cases == {("pod-allowed", "floor"), ("pod-allowed", "ours"), ("pod-allowed, 1 connection", "ours"),
@@ -28,9 +29,15 @@ def test_benchmark_runs_in_tiny_mode() -> None:
         assert server_cpu > 0 and wrk_cpu > 0  # both sides of the same cores are counted
         assert 0 <= float(cells[-3]) <= 100  # steal %
         assert cells[-2] == "0"  # errors
-    summary = result.stdout.split("\n\n", 1)[1]
     assert summary.startswith("Steal: the host took ")
     assert "Lone requests (1 connection, nothing queued): p50 " in summary
+    header, _, check_row = check_table.strip().splitlines()
+    assert header.startswith("| case | objects / files | YAML parser | check objects/s median [min–max] "
+                             "| C loader alone objects/s median [min–max] | check time ÷ C loader time |")
+    cells = [cell.strip() for cell in check_row.split("|")[1:-1]]
+    assert cells[:3] == ["webhook check", "200 / 25", "libyaml"]
+    assert float(cells[3].split()[0]) > 0 and float(cells[4].split()[0]) > 0 and float(cells[5]) > 0
+    assert cells[6] == "0"  # every object read and allowed, by check and by the bare loader
 
 
 def test_the_summary_gives_the_cores_each_side_had(capsys: pytest.CaptureFixture[str]) -> None:

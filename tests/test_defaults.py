@@ -69,7 +69,8 @@ def test_render_path() -> None:
     [
         ("      {}\n", "defaults[0].set", "must set at least one field"),
         ("      spec: {replicas: null}\n", "defaults[0].set.spec.replicas", "cannot be null"),
-        ("      spec: {when: 2024-01-01}\n", "defaults[0].set.spec.when", "not a JSON value; quote it"),
+        ("      spec: {when: !!binary aGk=}\n", "defaults[0].set.spec.when", "is a YAML !!binary value, not a JSON"),
+        ("      spec: {when: !!set {a}}\n", "defaults[0].set.spec.when", "is a YAML !!set, not a JSON value"),
         ("      spec: {x: .inf}\n", "defaults[0].set.spec.x", "not a JSON number"),
         # orjson reads such numbers in a request as floats, but cannot write them: refused at load.
         ("      spec: {replicas: 9223372036854775808}\n", "defaults[0].set.spec.replicas", "too large for the API"),
@@ -102,6 +103,15 @@ def test_set_refusals(set_yaml: str, key: str, problem: str) -> None:
         load(defaults_policy(set_yaml))
     assert (caught.value.source, caught.value.key) == ("policy.yaml", key)
     assert problem in caught.value.problem
+
+
+def test_an_unquoted_date_is_the_text_written_as_kubectl_would_send_it() -> None:
+    """sigs.k8s.io/yaml hands a timestamp on as the string written, so that is what the API server stores."""
+    dates = "since: 2024-01-01, at: 2024-01-01 10:00:00, tagged: !!timestamp 2001-12-14"
+    policy = load(defaults_policy(f"      spec: {{{dates}}}\n"))
+    (rule,) = policy.defaults.rules
+    assert rule.tree == compile_tree({"spec": {"since": "2024-01-01", "at": "2024-01-01 10:00:00",
+                                               "tagged": "2001-12-14"}})
 
 
 @pytest.mark.parametrize(

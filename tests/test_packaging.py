@@ -27,8 +27,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "webhook/policy/default.yaml" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
     venv.create(work / "venv", with_pip=True)
-    subprocess.run([str(work / "venv/bin/python"), "-m", "pip", "install", "--quiet", "--constraint",
-                    str(REPO / "requirements.lock"), str(wheel)], check=True, capture_output=True, timeout=600)
+    subprocess.run([str(work / "venv/bin/python"), "-m", "pip", "install", "--quiet", "--only-binary", "PyYAML",
+                    "--constraint", str(REPO / "requirements.lock"), str(wheel)], check=True, capture_output=True,
+                   timeout=600)
     return work / "venv" / "bin"
 
 
@@ -36,6 +37,15 @@ def test_installed_console_script_helps(installed: Path, tmp_path: Path) -> None
     result = subprocess.run([str(installed / "webhook"), "--help"], capture_output=True, text=True, cwd=tmp_path,
                             check=False, timeout=60)
     assert result.returncode == 0 and "usage: webhook" in result.stdout
+
+
+def test_installed_yaml_parser_is_libyaml(installed: Path, tmp_path: Path) -> None:
+    """As the image installs it, PyYAML comes as its wheel, with libyaml: check reads YAML in C."""
+    probe = ("import yaml; from webhook.policy import kubeyaml; "
+             "print(yaml.__with_libyaml__, kubeyaml.LOADER.__name__)")
+    result = subprocess.run([str(installed / "python"), "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                            check=True, timeout=60)
+    assert result.stdout == "True FastLoader\n"
 
 
 def test_installed_server_answers_and_stops_cleanly(installed: Path, tmp_path: Path) -> None:

@@ -1,16 +1,30 @@
 """Kubernetes objects from YAML and JSON files, directories and stdin, one at a time.
 
 Read the way kubectl reads them, so ``webhook check`` judges what ``kubectl apply`` would
-send: multi-document YAML, ``List`` kinds flattened into their items, empty documents
-skipped, timestamps left as strings (sigs.k8s.io/yaml never makes them dates), and a
-duplicate key refused rather than resolved to the last one. Anything unreadable is reported
-with the file, the document's index and its line, and reading goes on with the next source.
+send. As kubectl's file visitor and its YAMLOrJSONDecoder (k8s.io/apimachinery) do:
+
+- bytes are UTF-8, or UTF-16 (either byte order) when a byte-order mark says so, as
+  PowerShell writes them; a UTF-8 byte-order mark is dropped;
+- input that starts with ``{`` is read as a JSON stream, objects one after another
+  (``{...}{...}`` or one per line), whatever the file's name; if its first object is not
+  JSON, or only one is and what follows is not, the whole input is read as YAML instead
+  (flow-style YAML starts with ``{`` too), but once two JSON objects are read it stays JSON;
+- YAML is multi-document, merge keys (``<<``) work, timestamps stay strings (sigs.k8s.io/yaml
+  never makes them dates) and a duplicate key is refused rather than resolved to the last;
+- empty documents and ``null`` are skipped; ``List`` kinds are flattened into their items.
+
+A ``.json`` file is also read as JSON first when it does not start with ``{``, and when
+neither JSON nor YAML can read it the JSON error is the one reported. Anything unreadable
+is reported with the file, the document's index and its line, and reading goes on with the
+next source.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,22 +33,13 @@ from typing import Any, BinaryIO
 import orjson
 import yaml
 
+from webhook.policy import kubeyaml
 from webhook.policy.defaults import fits_int64, render_path
-from webhook.policy.model import UniqueKeyLoader
 
 STDIN = "-"
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_VALUES = 1_000_000
-_NOT_JSON_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
-
-
-class _ManifestLoader(UniqueKeyLoader):
-    """YAML as the Kubernetes tools read it: no dates, and ``=`` is just a string."""
-
-    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML looks resolvers up on the class
-        first: [(tag, pattern) for tag, pattern in resolvers if tag not in _NOT_JSON_TAGS]
-        for first, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()
-    }
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,7 @@ def read(paths: Sequence[str], stdin: BinaryIO) -> Iterator[Manifest | Unreadabl
     """Every object in ``paths`` in order; directories recursively, ``-`` for stdin."""
     for path in paths:
         if path == STDIN:
-            yield from _parse(stdin.read(), "<stdin>", json_first=True)
+            yield from _parse(stdin.read(), "<stdin>")
         elif os.path.isdir(path):
             yield from _directory(Path(path))
         else:
@@ -100,56 +105,81 @@ def _file(path: Path, shown: str) -> Iterator[Manifest | Unreadable]:
     except OSError as exc:
         yield Unreadable(Location(shown), f"cannot be read: {exc.strerror or exc}")
         return
-    if path.suffix == ".json":
-        yield from _json(raw, shown)
-    else:
-        yield from _yaml(raw, shown)
+    yield from _parse(raw, shown, json_file=path.suffix == ".json")
 
 
-def _parse(raw: bytes, source: str, *, json_first: bool) -> Iterator[Manifest | Unreadable]:
-    if json_first and raw.lstrip()[:1] in (b"{", b"["):
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # flow-style YAML starts with "{" too
-        else:
-            yield from _objects(document, Location(source, 1))
-            return
-    yield from _yaml(raw, source)
-
-
-def _json(raw: bytes, source: str) -> Iterator[Manifest | Unreadable]:
+def _parse(raw: bytes, source: str, *, json_file: bool = False) -> Iterator[Manifest | Unreadable]:
     try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        yield Unreadable(Location(source, 1, exc.lineno), f"not valid JSON: {exc.msg} (column {exc.colno})")
-        return
-    yield from _objects(document, Location(source, 1))
-
-
-def _yaml(raw: bytes, source: str) -> Iterator[Manifest | Unreadable]:
-    try:
-        text = raw.decode("utf-8-sig")
+        text = kubeyaml.decode(raw)
     except UnicodeDecodeError as exc:
-        yield Unreadable(Location(source), f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        yield Unreadable(Location(source), kubeyaml.undecodable(exc))
         return
-    loader = _ManifestLoader(text)
+    if not json_file and not text.lstrip().startswith("{"):
+        yield from _yaml(text, source)
+        return
+    values, failure = _json_stream(text)
+    if failure is not None and len(values) < 2 and (not json_file or _is_yaml(text)):
+        yield from _yaml(text, source)  # kubectl flips to YAML: it was never a JSON stream
+        return
+    for index, (start, value) in enumerate(values, 1):
+        if value is not None:  # a null document, as kubectl skips it
+            yield from _objects(value, Location(source, index, text.count("\n", 0, start) + 1))
+    if failure is not None:
+        position, message = failure
+        line = text.count("\n", 0, position) + 1
+        column = position - text.rfind("\n", 0, position)
+        yield Unreadable(Location(source, len(values) + 1, line), f"not valid JSON: {message} (column {column})")
+
+
+def _json_stream(text: str) -> tuple[list[tuple[int, Any]], tuple[int, str] | None]:
+    """The JSON values one after another, each with its offset; and where and why reading stopped.
+
+    orjson decides what is valid (as strictly as Go's encoding/json); the standard library's
+    scanner only finds where each value ends, as orjson reads one document at a time.
+    """
+    start = _skip_space(text, 0)
+    try:
+        return [(start, orjson.loads(text))], None
+    except orjson.JSONDecodeError:
+        pass
+    values: list[tuple[int, Any]] = []
+    scanner = json.JSONDecoder()
+    while start < len(text):
+        try:
+            end = scanner.raw_decode(text, start)[1]
+        except ValueError:
+            end = len(text)  # orjson says what is wrong
+        try:
+            values.append((start, orjson.loads(text[start:end])))
+        except orjson.JSONDecodeError as exc:
+            return values, (start + exc.pos, exc.msg)
+        start = _skip_space(text, end)
+    return values, None
+
+
+def _skip_space(text: str, at: int) -> int:
+    found = _JSON_SPACE.match(text, at)
+    return found.end() if found else at
+
+
+def _is_yaml(text: str) -> bool:
+    try:
+        for _ in kubeyaml.documents(text):
+            pass
+    except yaml.YAMLError:
+        return False
+    return True
+
+
+def _yaml(text: str, source: str) -> Iterator[Manifest | Unreadable]:
     index = 0
     try:
-        while True:
-            index += 1  # before parsing, so an error names the document it is in
-            if not loader.check_node():
-                break
-            node = loader.get_node()
-            if node is None:
-                break
-            document = loader.construct_document(node)
+        for node, document in kubeyaml.documents(text):
+            index += 1
             if document is not None:  # an empty document, as kubectl skips it
                 yield from _objects(document, Location(source, index, node.start_mark.line + 1), node)
     except yaml.YAMLError as exc:
-        yield Unreadable(Location(source, index), f"not valid YAML: {_yaml_problem(exc)}")
-    finally:
-        loader.dispose()
+        yield Unreadable(Location(source, index + 1), f"not valid YAML: {kubeyaml.describe(exc)}")
 
 
 def _objects(document: Any, at: Location, node: yaml.Node | None = None) -> Iterator[Manifest | Unreadable]:
@@ -177,9 +207,32 @@ def _objects(document: Any, at: Location, node: yaml.Node | None = None) -> Iter
         lines = _item_lines(node, len(items))
         for position, item in enumerate(items):
             line = lines[position] if lines else None
-            yield from _objects(item, Location(at.source, at.document, line, position), _item_node(node, position))
+            yield from _objects(_typed(item, kind, api_version), Location(at.source, at.document, line, position),
+                                _item_node(node, position))
         return
     yield Manifest(at, document)
+
+
+def _typed(item: Any, list_kind: str, list_api_version: str) -> Any:
+    """An item of a typed list (``PodList``, ``DeploymentList``) with its kind filled in, as kubectl does.
+
+    apimachinery's unstructured decoder (``decodeToList``) gives an item whose kind *and*
+    apiVersion are both empty (absent, or not strings) the list's kind minus ``List`` and the
+    list's apiVersion, as the API server leaves them out of typed lists. An item missing
+    only one of them keeps its gap. A plain ``v1/List`` has no item kind to give: kubectl
+    would set the kind to "" and refuse the item, so here it stays without one.
+    """
+    item_kind = list_kind.removesuffix("List")
+    if (not isinstance(item, dict) or not item_kind or _text(item.get("kind"))
+            or _text(item.get("apiVersion"))):
+        return item
+    rest = {key: value for key, value in item.items() if key not in ("apiVersion", "kind")}
+    return {"apiVersion": list_api_version, "kind": item_kind, **rest}
+
+
+def _text(value: Any) -> str:
+    """A field as ``Unstructured.GetKind`` reads it: the string, or "" for anything else."""
+    return value if isinstance(value, str) else ""
 
 
 def _not_json(document: dict[str, Any]) -> str | None:
@@ -189,20 +242,23 @@ def _not_json(document: dict[str, Any]) -> str | None:
     self-referencing, tree, and a CI job must get an answer rather than hang. Paths are
     kept as links to the parent and spelt out only for the one problem reported.
     """
-    stack: list[tuple[Any, _Link]] = [(document, None)]
+    stack: list[tuple[Any, _Link, int]] = [(document, None, 1)]
     budget = MAX_VALUES
     while stack:
-        value, link = stack.pop()
+        value, link, depth = stack.pop()
         budget -= 1
         if budget < 0:
             return f"has more than {MAX_VALUES} values (or aliases that expand to that many, or refer to themselves)"
+        if isinstance(value, dict | list) and depth > kubeyaml.MAX_DEPTH:
+            return (f"{_path(link, 3)} is nested more than {kubeyaml.MAX_DEPTH} levels deep (or has aliases that "
+                    "refer to themselves)")
         if isinstance(value, dict):
             for key, child in value.items():
                 if not isinstance(key, str):
                     return f"{_path(link) or 'the object'} has a key {key!r} that is not a string"
-                stack.append((child, (link, key)))
+                stack.append((child, (link, key), depth + 1))
         elif isinstance(value, list):
-            stack.extend((child, (link, index)) for index, child in enumerate(value))
+            stack.extend((child, (link, index), depth + 1) for index, child in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
             return f"{_path(link)} is {value}, which JSON cannot hold"
         elif isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
@@ -215,12 +271,14 @@ def _not_json(document: dict[str, Any]) -> str | None:
 _Link = tuple["_Link", str | int] | None
 
 
-def _path(link: _Link) -> str:
+def _path(link: _Link, most: int | None = None) -> str:
+    """The path to a value; only its first ``most`` parts and an ellipsis when it is longer."""
     parts: list[str | int] = []
     while link is not None:
         link, key = link
         parts.append(key)
-    return render_path(parts[::-1])
+    parts.reverse()
+    return render_path(parts) if most is None or len(parts) <= most else render_path(parts[:most]) + "…"
 
 
 def _item_node(node: yaml.Node | None, position: int) -> yaml.Node | None:
@@ -241,14 +299,6 @@ def _items_node(node: yaml.Node | None) -> yaml.SequenceNode | None:
             if isinstance(key, yaml.ScalarNode) and key.value == "items" and isinstance(value, yaml.SequenceNode):
                 return value
     return None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        return f"{exc.context + ': ' if exc.context else ''}{exc.problem}{where}"
-    return str(exc)
 
 
 def _a(value: Any) -> str:

@@ -323,4 +323,9 @@ def _json_value(value: Any, path: tuple[str, ...], *, top: bool = False) -> Any:
         if not all(isinstance(key, str) for key in value):
             raise DefaultsError(path, "keys must be strings")
         return {key: _json_value(item, (*path, key)) for key, item in value.items()}
-    raise DefaultsError(path, f"{value!r} is a YAML {type(value).__name__}, not a JSON value; quote it")
+    what = _YAML_ONLY.get(type(value), type(value).__name__)
+    raise DefaultsError(path, f"is a YAML {what}, not a JSON value; quote it if it is text")
+
+
+# Values the safe YAML loader can make that JSON has no place for, by the tag that makes them.
+_YAML_ONLY: dict[type, str] = {bytes: "!!binary value", set: "!!set", tuple: "!!omap or !!pairs entry"}

@@ -6,15 +6,17 @@ key and the problem, so a typo can never quietly widen what is admitted.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webhook.policy import kubeyaml
 from webhook.policy.defaults import (
     ConflictError,
     Defaults,
@@ -256,34 +258,40 @@ def _set_key(index: int, path: tuple[str, ...]) -> str:
     return f"defaults[{index}].set" + (rendered if rendered.startswith("[") or not rendered else f".{rendered}")
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which plain YAML resolves silently to the last."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_policy(raw: bytes, source: str) -> Policy:
+    """The policy in ``raw``, read as kubectl would read it (see ``kubeyaml``), checked and compiled."""
     try:
-        data = yaml.load(raw, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = kubeyaml.decode(raw)
+    except UnicodeDecodeError as exc:
+        raise PolicyError(source, "", kubeyaml.undecodable(exc)) from None
+    try:
+        data = kubeyaml.load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(source, "", f"not valid YAML: {exc}") from None
+        raise PolicyError(source, "", f"not valid YAML: {kubeyaml.describe(exc)}{_star_note(exc, text)}") from None
     if not isinstance(data, dict):
         raise PolicyError(source, "", "the top level must be a mapping with an 'images' key")
     try:
         spec = PolicySpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = _first(exc)
         raise PolicyError(source, _key(first["loc"]), _problem(first)) from None
     return Policy.compile(spec, source, raw)
+
+
+def _star_note(exc: yaml.YAMLError, text: str) -> str:
+    """For an unquoted ``- *`` in ``images.allow``: quoting it would not help either."""
+    if not kubeyaml.bare_alias(exc) or not isinstance(exc, yaml.MarkedYAMLError) or exc.context_mark is None:
+        return ""
+    at = exc.context_mark.index
+    try:
+        PolicySpec.model_validate(kubeyaml.load(text[:at] + '"*"' + text[at + 1:]))
+    except ValidationError as invalid:
+        for error in invalid.errors():
+            if error["input"] == "*" and tuple(error["loc"][:2]) == ("images", "allow"):
+                return f"; but a '*' alone is not a valid pattern either ({_key(error['loc'])}: {_problem(error)})"
+    except yaml.YAMLError:
+        pass
+    return ""
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -305,12 +313,39 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return key
 
 
+def _first(exc: ValidationError) -> Any:
+    """The error to report: an unknown key before the rest, as a misspelt key also leaves one missing."""
+    errors = exc.errors()
+    return next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
+
+
 def _problem(error: Any) -> str:
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        known = _known_keys(error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        if close:
+            return f"unknown key (did you mean {close[0]!r}?)"
+        return "unknown key" + (f" (the keys here are {', '.join(known)})" if known else "")
     if error["type"] == "missing":
         return "is required"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "literal_error":
         return f"{message}, got {error['input']!r}"
     return message
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the schema takes at ``loc``, as the policy file spells them."""
+    model: type[BaseModel] | None = PolicySpec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
+        model = _model_in(field.annotation) if field is not None else None
+    return [] if model is None else [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in get_args(annotation) if (found := _model_in(arg)) is not None), None)
