@@ -202,6 +202,14 @@ def test_twenty_clients_that_never_read_a_seven_mb_patch_are_let_go(start_server
                 sock.close()
 
 
+def served_on_a_new_connection(server: ServerProcess) -> bool:
+    client = server.client(timeout=10)
+    try:
+        return client.review("/validate", review(project({"replicas": 1})))["allowed"] is True
+    finally:
+        client.close()
+
+
 def test_a_newcomer_at_the_connection_limit_displaces_the_longest_idle_connection(start_server: Any) -> None:
     with start_server("--max-connections", "20", "--request-read-timeout", "60") as small:
         idle = [tls_socket(small) for _ in range(20)]
@@ -210,15 +218,12 @@ def test_a_newcomer_at_the_connection_limit_displaces_the_longest_idle_connectio
             reading = tls_socket(small)  # displaces idle[0]; then sends half a request line
             reading.sendall(b"POST /validate HTTP/1.1\r\n")
             time.sleep(0.3)
-            client = small.client(timeout=10)  # displaces idle[1]
-            try:
-                assert client.review("/validate", review(project({"replicas": 1})))["allowed"] is True
-            finally:
-                client.close()
+            assert served_on_a_new_connection(small)  # displaces idle[1]
             assert closed_by_peer(idle[0], 5) and closed_by_peer(idle[1], 5)
             assert not closed_by_peer(reading, 0.2)
             assert not any(closed_by_peer(sock, 0.01) for sock in idle[2:])
             wait_for_log(small, "reached its limit of 20 connections (--max-connections)", count=2)
+            reading.close()
         finally:
             for sock in idle:
                 sock.close()
@@ -231,11 +236,7 @@ def test_when_every_connection_is_reading_the_slowest_reader_is_displaced(start_
             for sock in readers:
                 sock.sendall(b"POST /validate HTTP/1.1\r\n")
             time.sleep(0.3)
-            client = small.client(timeout=10)
-            try:
-                assert client.review("/validate", review(project({"replicas": 1})))["allowed"] is True
-            finally:
-                client.close()
+            assert served_on_a_new_connection(small)
             assert closed_by_peer(readers[0], 5)
             assert not any(closed_by_peer(sock, 0.01) for sock in readers[1:])
         finally:
