@@ -6,6 +6,7 @@ PIP    := $(BIN)/python -m pip
 RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+ARGS ?=
 
 .PHONY: run test lint typecheck bench tools manifests clean
 
@@ -22,8 +23,9 @@ $(TEST_STAMP): pyproject.toml requirements.lock | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 ## Serve the webhook on https://localhost:8443 with the embedded default policy.
+## Extra serve flags go in ARGS: make run ARGS="--log-format text --policy my.yaml"
 run: $(RUN_STAMP)
-	$(BIN)/webhook serve
+	$(BIN)/webhook serve $(ARGS)
 
 ## Install everything, lint, type-check and run the whole test suite.
 ## A whole-run limit, far above the ~4 minutes it takes, so CI never waits out its 90.
