@@ -7,10 +7,16 @@ nothing; so its refusals, apply semantics and defaulting are pinned here with pl
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +24,7 @@ import pytest
 import yaml
 
 from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Rule
+from tests.conftest import REPO
 from webhook.kube.registration import RegistrationOptions, build_configurations
 
 BASE = f"/apis/{GROUP}/v1/validatingwebhookconfigurations"
@@ -159,3 +166,46 @@ def test_list_and_watch_are_authorized_per_namespace(apiserver: ApiServer, http:
                                          "at the cluster scope")
     watch = http.get("/api/v1/namespaces/team/pods", params={"watch": "true"}, headers=headers)
     assert watch.json()["message"].endswith('cannot watch resource "pods" in API group "" in the namespace "team"')
+
+
+# --- `python -m tests.apiserver`: the stand-in on its own, for the docs' cluster examples ---------
+
+def test_the_stand_in_runs_as_a_command_with_the_docs_users(tmp_path: Path) -> None:
+    directory = tmp_path / "stand-in"
+    process = subprocess.Popen([sys.executable, "-m", "tests.apiserver", "--dir", str(directory), "--port", "0"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("stand-in API server at https://127.0.0.1:"), first + process.stderr.read()
+        assert process.stdout.readline() == (f"export KUBECONFIG={directory / 'kubeconfig'}    "
+                                             "# user jane, with every permission the webhook needs\n")
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+        def can_i(kubeconfig: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "webhook", "can-i", "--list", "--kubeconfig",
+                                   str(directory / kubeconfig)], cwd=REPO, env=env, capture_output=True, text=True,
+                                  timeout=60, check=False)
+
+        jane = can_i("kubeconfig")
+        assert (jane.returncode, jane.stdout.splitlines()[-1]) == (0, "all 32 permissions granted"), jane.stderr
+        ci = can_i("ci.kubeconfig")
+        assert (ci.returncode, ci.stdout.splitlines()[-1]) == (1, "12 of 32 permissions missing"), ci.stderr
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_stand_in_command_names_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "tests.apiserver", "--dir", str(tmp_path), "--port", str(port)],
+                                cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr == (f"python -m tests.apiserver: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                             "choose another --port\n")
