@@ -128,3 +128,22 @@ def test_the_client_ca_hot_reloads(start_server: Any, client_pki: dict[str, Any]
         client_ca.write_bytes(b"-----BEGIN CERTIFICATE-----\ntruncated")
         wait_for_log(server, f"refused to reload TLS: {client_ca}: not a valid PEM certificate")
         assert _client(server, client_pki["foreign"]).request("GET", "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_the_probe_port_needs_no_client_certificate(mtls_server: ServerProcess, path: str) -> None:
+    """--client-ca covers every path of the HTTPS port; the plain-HTTP probe port serves its three
+    paths to anyone who can reach it."""
+    assert httpx.get(f"http://127.0.0.1:{mtls_server.probe_port}{path}", timeout=5).status_code == 200
+    with pytest.raises(REFUSED):
+        _client(mtls_server, None).request("GET", path)
+
+
+def test_the_probe_port_never_reviews(mtls_server: ServerProcess) -> None:
+    denials = len(find_logs(mtls_server, "validate denied"))
+    for path in ("/validate", "/mutate"):
+        reply = httpx.post(f"http://127.0.0.1:{mtls_server.probe_port}{path}", json=pod_review("evil.io/x"),
+                           timeout=5)
+        assert reply.status_code == 404
+    assert len(find_logs(mtls_server, "validate denied")) == denials
+
