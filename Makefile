@@ -32,12 +32,13 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP) tools lint typecheck
 	timeout -k 30 1800 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Debian tools the tests and the benchmark drive (wrk); installed when missing.
+## Debian tools the tests and the benchmark drive (wrk; curl runs the docs' examples); installed when missing.
+TOOLS := wrk curl
 tools:
-	@command -v wrk >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; }; \
+	@missing=; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; [ -z "$$missing" ] || { \
+	  [ "$$(id -u)" = 0 ] || { echo "missing:$$missing; run 'sudo apt-get install$$missing'" >&2; exit 1; }; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 ## The benchmark (about 13 minutes): our server against the framework floor, over TLS.
 bench: $(TEST_STAMP) tools
