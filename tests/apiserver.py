@@ -614,6 +614,7 @@ def docs_cluster(directory: Path, port: int = 0) -> ApiServer:
 
     The workloads of ``DOCS_WORKLOADS`` are stored; no webhook configuration exists yet.
     """
+    directory = directory.resolve()  # the kubeconfig files name the CA by an absolute path
     server = ApiServer(directory, port=port)
     server.add_user("jane", "jane-token", *WEBHOOK_RULES)
     server.add_user("ci", "ci-token", *CI_RULES)
@@ -653,9 +654,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    kubeconfig = (args.dir / "kubeconfig").resolve()
+    kubeconfig = args.dir / "kubeconfig"
+    shown = str(kubeconfig) if kubeconfig.is_absolute() else f"$PWD/{kubeconfig}"  # to paste, here
     print(f"stand-in API server at {server.url}; Ctrl-C stops it\n"
-          f"export KUBECONFIG={kubeconfig}    # user jane, with every permission the webhook needs\n"
+          f"export KUBECONFIG={shown}    # user jane, with every permission the webhook needs\n"
           f"{args.dir / 'ci.kubeconfig'}: user ci, who lacks some; "
           f"{args.dir / 'down.kubeconfig'}: a cluster that cannot be reached", flush=True)
     stop.wait()

@@ -7,8 +7,7 @@ nothing; so its refusals, apply semantics and defaulting are pinned here with pl
 from __future__ import annotations
 
 import json
-import os
-import signal
+import shlex
 import socket
 import ssl
 import subprocess
@@ -25,6 +24,7 @@ import yaml
 
 from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Rule
 from tests.conftest import REPO
+from tests.docs import Process, Sandbox, doc_block, map_ports, match
 from webhook.kube.registration import RegistrationOptions, build_configurations
 
 BASE = f"/apis/{GROUP}/v1/validatingwebhookconfigurations"
@@ -171,32 +171,29 @@ def test_list_and_watch_are_authorized_per_namespace(apiserver: ApiServer, http:
 # --- `python -m tests.apiserver`: the stand-in on its own, for the docs' cluster examples ---------
 
 def test_the_stand_in_runs_as_a_command_with_the_docs_users(tmp_path: Path) -> None:
-    directory = tmp_path / "stand-in"
-    process = subprocess.Popen([sys.executable, "-m", "tests.apiserver", "--dir", str(directory), "--port", "0"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """docs/cluster.md's `.venv/bin/python -m tests.apiserver`, run in a directory of its own (with this
+    checkout importable) on a port the kernel chooses; what it prints, and the users it has."""
+    sandbox = Sandbox.make(tmp_path)
+    block = doc_block("docs/cluster.md", "stand-in")
+    (step,) = block.steps
+    assert step.command == ".venv/bin/python -m tests.apiserver"
+    stand_in = Process(shlex.join([*sandbox.python(), "-m", "tests.apiserver"]), sandbox, "--port", "0")
     try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("stand-in API server at https://127.0.0.1:"), first + process.stderr.read()
-        assert process.stdout.readline() == (f"export KUBECONFIG={directory / 'kubeconfig'}    "
-                                             "# user jane, with every permission the webhook needs\n")
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+        printed = stand_in.wait_for("down.kubeconfig")
+        port = int(printed.split("https://127.0.0.1:", 1)[1].split(";", 1)[0])
+        match(step.output, map_ports(printed, {port: 6443}), what=block.where)
 
-        def can_i(kubeconfig: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "webhook", "can-i", "--list", "--kubeconfig",
-                                   str(directory / kubeconfig)], cwd=REPO, env=env, capture_output=True, text=True,
-                                  timeout=60, check=False)
+        def can_i(kubeconfig: str) -> list[str]:
+            result = subprocess.run(["webhook", "can-i", "--list", "--kubeconfig", f"stand-in/{kubeconfig}"],
+                                    cwd=sandbox.cwd, env=sandbox.env, capture_output=True, text=True, timeout=60,
+                                    check=False)
+            assert result.stdout, result.stderr
+            return [str(result.returncode), result.stdout.splitlines()[-1]]
 
-        jane = can_i("kubeconfig")
-        assert (jane.returncode, jane.stdout.splitlines()[-1]) == (0, "all 32 permissions granted"), jane.stderr
-        ci = can_i("ci.kubeconfig")
-        assert (ci.returncode, ci.stdout.splitlines()[-1]) == (1, "12 of 32 permissions missing"), ci.stderr
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        assert can_i("kubeconfig") == ["0", "all 32 permissions granted"]
+        assert can_i("ci.kubeconfig") == ["1", "12 of 32 permissions missing"]
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert stand_in.stop() == 0
 
 
 def test_the_stand_in_command_names_a_port_in_use(tmp_path: Path) -> None:
