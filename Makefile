@@ -8,6 +8,7 @@ TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
 # PyYAML's wheels carry libyaml, which reads YAML ten times faster; a source build may lack it.
 BINARY := --only-binary PyYAML
+ARGS ?=
 
 .PHONY: run test lint typecheck bench tools manifests clean
 
@@ -24,20 +25,22 @@ $(TEST_STAMP): pyproject.toml requirements.lock | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 ## Serve the webhook on https://localhost:8443 with the embedded default policy.
+## Extra serve flags go in ARGS: make run ARGS="--log-format text --policy my.yaml"
 run: $(RUN_STAMP)
-	$(BIN)/webhook serve
+	$(BIN)/webhook serve $(ARGS)
 
 ## Install everything, lint, type-check and run the whole test suite.
 ## A whole-run limit, far above the ~4 minutes it takes, so CI never waits out its 90.
 test: $(TEST_STAMP) tools lint typecheck
 	timeout -k 30 1800 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Debian tools the tests and the benchmark drive (wrk); installed when missing.
+## Debian tools the tests and the benchmark drive (wrk; curl runs the docs' examples); installed when missing.
+TOOLS := wrk curl
 tools:
-	@command -v wrk >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; }; \
+	@missing=; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; [ -z "$$missing" ] || { \
+	  [ "$$(id -u)" = 0 ] || { echo "missing:$$missing; run 'sudo apt-get install$$missing'" >&2; exit 1; }; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 ## The benchmark (about 13 minutes): our server against the framework floor, over TLS.
 bench: $(TEST_STAMP) tools

@@ -18,16 +18,23 @@ test. ``requests`` records what was asked and answered; ``interceptors`` let a t
 concurrent writer or an overloaded server without touching the product. An interceptor's
 reply may carry ``_raw`` (bytes sent as they are instead of a reply, then the connection is
 closed) and ``_delay`` (seconds to wait first, outside the lock): a broken or hung server.
+
+``python -m tests.apiserver`` runs it on its own, on 127.0.0.1:6443, with the users and workloads
+the cluster examples in docs/cluster.md were captured with (``docs_cluster``), and writes
+kubeconfig files for them: the docs' examples can be run by hand against it.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import datetime as dt
 import json
 import re
+import signal
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -45,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.apiserver_watch import WORKLOAD_PATH, Dropped, Watch, Workloads
+from tests.reviews import pod_spec, workload
 from webhook.certs import ensure_certificates
 
 GROUP = "admissionregistration.k8s.io"
@@ -90,16 +98,16 @@ class Request:
 
 def write_kubeconfig(
     path: Path, server: str, user: dict[str, Any], *, ca_file: Path | None = None, namespace: str | None = None,
-    context: str = "stand-in", cluster: dict[str, Any] | None = None,
+    context: str = "stand-in", cluster: dict[str, Any] | None = None, user_name: str = "tester",
 ) -> Path:
     """A kubeconfig as kubectl writes one: one cluster, one user, one context, made current."""
     cluster_body: dict[str, Any] = {"server": server, **(cluster or {})}
     if ca_file is not None:
         cluster_body["certificate-authority"] = str(ca_file)
-    context_body = {"cluster": "stand-in", "user": "tester", **({"namespace": namespace} if namespace else {})}
+    context_body = {"cluster": "stand-in", "user": user_name, **({"namespace": namespace} if namespace else {})}
     document = {"apiVersion": "v1", "kind": "Config", "current-context": context,
                 "clusters": [{"name": "stand-in", "cluster": cluster_body}],
-                "users": [{"name": "tester", "user": user}],
+                "users": [{"name": user_name, "user": user}],
                 "contexts": [{"name": context, "context": context_body}]}
     path.write_text(yaml.safe_dump(document))
     return path
@@ -121,6 +129,7 @@ class ApiServer:
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {p: {} for p in KINDS})
     requests: list[Seen] = field(default_factory=list)
     interceptors: list[Callable[[Request], Reply | None]] = field(default_factory=list)
+    port: int = 0  # on 127.0.0.1; 0 lets the kernel choose
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -136,7 +145,7 @@ class ApiServer:
         context.load_cert_chain(self.directory / "serving" / "tls.crt", self.directory / "serving" / "tls.key")
         context.load_verify_locations(self.client_ca_file)
         context.verify_mode = ssl.CERT_OPTIONAL
-        self.httpd = _TLSServer(("127.0.0.1", 0), _Handler, context, self)
+        self.httpd = _TLSServer(("127.0.0.1", self.port), _Handler, context, self)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="apiserver", daemon=True)
         self.thread.start()
 
@@ -571,3 +580,90 @@ def without(rules: tuple[Rule, ...], verb: str, resource: str) -> tuple[Rule, ..
         else:
             result.append(rule)
     return tuple(result)
+
+
+# --- the cluster of the docs' examples, and `python -m tests.apiserver` -------------------------
+
+# What user "ci" may do: read the webhook configurations, and list and watch every workload kind
+# but CronJobs. Enough to show a refused `register` and a refused `audit`.
+CI_RULES = (
+    Rule(("get", "list"), ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), (GROUP,),
+         binding="ci"),
+    Rule(("list", "watch"), ("pods", "podtemplates", "replicationcontrollers"), ("",), binding="ci"),
+    Rule(("list", "watch"), ("deployments", "replicasets", "statefulsets", "daemonsets"), ("apps",), binding="ci"),
+    Rule(("list", "watch"), ("jobs",), ("batch",), binding="ci"),
+)
+DOCS_WORKLOADS = [  # (resource, kind, namespace, name, image)
+    ("deployments.apps", "Deployment", "shop", "web", "nginx:1.27"),
+    ("deployments.apps", "Deployment", "shop", "legacy", "registry.example.com/legacy/app:2.1"),
+    ("replicasets.apps", "ReplicaSet", "shop", "legacy-7d9f8", "registry.example.com/legacy/app:2.1"),
+    ("pods", "Pod", "shop", "legacy-7d9f8-x2x4q", "registry.example.com/legacy/app:2.1"),
+    ("pods", "Pod", "kube-system", "kube-proxy-q8m2d", "registry.k8s.io/kube-proxy:v1.31.0"),
+    ("daemonsets.apps", "DaemonSet", "kube-system", "node-agent", "evil.io/agent:3"),  # exempt
+    ("cronjobs.batch", "CronJob", "ops", "backup", "docker.io/bitnami/kubectl:1.31"),
+]
+UNREACHABLE = "https://127.0.0.1:1"  # nothing listens on port 1: a connection is refused at once
+
+
+def docs_cluster(directory: Path, port: int = 0) -> ApiServer:
+    """The stand-in as docs/cluster.md's examples meet it, with its kubeconfig files in ``directory``:
+
+    - ``kubeconfig``: user ``jane``, who has every permission the webhook's features need;
+    - ``ci.kubeconfig``: user ``ci`` (``CI_RULES``), who lacks some;
+    - ``down.kubeconfig``: a cluster that cannot be reached.
+
+    The workloads of ``DOCS_WORKLOADS`` are stored; no webhook configuration exists yet.
+    """
+    directory = directory.resolve()  # the kubeconfig files name the CA by an absolute path
+    server = ApiServer(directory, port=port)
+    server.add_user("jane", "jane-token", *WEBHOOK_RULES)
+    server.add_user("ci", "ci-token", *CI_RULES)
+    for resource, kind, namespace, name, image in DOCS_WORKLOADS:
+        server.workloads.put(resource, workload(kind, pod_spec(image), name=name, namespace=namespace))
+    write_kubeconfig(directory / "kubeconfig", server.url, {"token": "jane-token"}, ca_file=server.ca_file,
+                     user_name="jane")
+    write_kubeconfig(directory / "ci.kubeconfig", server.url, {"token": "ci-token"}, ca_file=server.ca_file,
+                     context="ci", user_name="ci")
+    write_kubeconfig(directory / "down.kubeconfig", UNREACHABLE, {"token": "jane-token"}, ca_file=server.ca_file,
+                     context="down", user_name="jane")
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.apiserver",
+        description="Run the stand-in API server the tests use, with the users and workloads of the docs' "
+        "cluster examples, until interrupted. It writes kubeconfig, ci.kubeconfig and down.kubeconfig in --dir.",
+    )
+    parser.add_argument("--dir", type=Path, default=Path("stand-in"),
+                        help="where its certificates and kubeconfig files go (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=6443, help="port on 127.0.0.1; 0 for any (default: %(default)s)")
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = docs_cluster(args.dir, args.port)
+    except OSError as exc:
+        print(f"python -m tests.apiserver: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}; "
+              "choose another --port", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(sig: int, frame: object) -> None:
+        # The main thread may be inside stop.wait(), holding the event's lock: set it from another thread.
+        threading.Thread(target=stop.set, daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    kubeconfig = args.dir / "kubeconfig"
+    shown = str(kubeconfig) if kubeconfig.is_absolute() else f"$PWD/{kubeconfig}"  # to paste, here
+    print(f"stand-in API server at {server.url}; Ctrl-C stops it\n"
+          f"export KUBECONFIG={shown}    # user jane, with every permission the webhook needs\n"
+          f"{args.dir / 'ci.kubeconfig'}: user ci, who lacks some; "
+          f"{args.dir / 'down.kubeconfig'}: a cluster that cannot be reached", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

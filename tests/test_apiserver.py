@@ -7,10 +7,15 @@ nothing; so its refusals, apply semantics and defaulting are pinned here with pl
 from __future__ import annotations
 
 import json
+import shlex
+import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +23,8 @@ import pytest
 import yaml
 
 from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Rule
+from tests.conftest import REPO
+from tests.docs import Process, Sandbox, doc_block, map_ports, match
 from webhook.kube.registration import RegistrationOptions, build_configurations
 
 BASE = f"/apis/{GROUP}/v1/validatingwebhookconfigurations"
@@ -159,3 +166,43 @@ def test_list_and_watch_are_authorized_per_namespace(apiserver: ApiServer, http:
                                          "at the cluster scope")
     watch = http.get("/api/v1/namespaces/team/pods", params={"watch": "true"}, headers=headers)
     assert watch.json()["message"].endswith('cannot watch resource "pods" in API group "" in the namespace "team"')
+
+
+# --- `python -m tests.apiserver`: the stand-in on its own, for the docs' cluster examples ---------
+
+def test_the_stand_in_runs_as_a_command_with_the_docs_users(tmp_path: Path) -> None:
+    """docs/cluster.md's `.venv/bin/python -m tests.apiserver`, run in a directory of its own (with this
+    checkout importable) on a port the kernel chooses; what it prints, and the users it has."""
+    sandbox = Sandbox.make(tmp_path)
+    block = doc_block("docs/cluster.md", "stand-in")
+    (step,) = block.steps
+    assert step.command == ".venv/bin/python -m tests.apiserver"
+    stand_in = Process(shlex.join([*sandbox.python(), "-m", "tests.apiserver"]), sandbox, "--port", "0")
+    try:
+        printed = stand_in.wait_for("down.kubeconfig")
+        port = int(printed.split("https://127.0.0.1:", 1)[1].split(";", 1)[0])
+        match(step.output, map_ports(printed, {port: 6443}), what=block.where)
+
+        def can_i(kubeconfig: str) -> list[str]:
+            result = subprocess.run(["webhook", "can-i", "--list", "--kubeconfig", f"stand-in/{kubeconfig}"],
+                                    cwd=sandbox.cwd, env=sandbox.env, capture_output=True, text=True, timeout=60,
+                                    check=False)
+            assert result.stdout, result.stderr
+            return [str(result.returncode), result.stdout.splitlines()[-1]]
+
+        assert can_i("kubeconfig") == ["0", "all 32 permissions granted"]
+        assert can_i("ci.kubeconfig") == ["1", "12 of 32 permissions missing"]
+    finally:
+        assert stand_in.stop() == 0
+
+
+def test_the_stand_in_command_names_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "tests.apiserver", "--dir", str(tmp_path), "--port", str(port)],
+                                cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr == (f"python -m tests.apiserver: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                             "choose another --port\n")

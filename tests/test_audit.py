@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.apiserver import WEBHOOK_RULES, ApiServer, Request, Rule, without, write_kubeconfig
+from tests.apiserver import WEBHOOK_RULES, ApiServer, Request, Rule, docs_cluster, without, write_kubeconfig
 from tests.conftest import REPO, write_policy
+from tests.docs import UIDS, Process, Sandbox, doc_block, match, run_block
 from tests.reviews import pod_spec, workload
 from webhook.cli import build_parser
 from webhook.kube import commands as kube_commands
@@ -438,26 +439,45 @@ def test_a_410_from_the_server_mid_watch_lists_again(apiserver: ApiServer, watch
     assert "watch of replicasets.apps expired (410 Gone); listing again" in audit_.stop()
 
 
-# --- the README ----------------------------------------------------------------------------------
+# --- the docs -------------------------------------------------------------------------------------
 
-README_CLUSTER = [  # (resource, kind, namespace, name, image)
-    ("deployments.apps", "Deployment", "shop", "web", "nginx:1.27"),
-    ("deployments.apps", "Deployment", "shop", "legacy", "registry.example.com/legacy/app:2.1"),
-    ("replicasets.apps", "ReplicaSet", "shop", "legacy-7d9f8", "registry.example.com/legacy/app:2.1"),
-    ("pods", "Pod", "shop", "legacy-7d9f8-x2x4q", "registry.example.com/legacy/app:2.1"),
-    ("pods", "Pod", "kube-system", "kube-proxy-q8m2d", "registry.k8s.io/kube-proxy:v1.31.0"),
-    ("daemonsets.apps", "DaemonSet", "kube-system", "node-agent", "evil.io/agent:3"),  # exempt
-    ("cronjobs.batch", "CronJob", "ops", "backup", "docker.io/bitnami/kubectl:1.31"),
-]
-
-
-def populate(apiserver: ApiServer) -> None:
-    for resource, kind, namespace, name, image in README_CLUSTER:
-        apiserver.workloads.put(resource, workload(kind, pod_spec(image), name=name, namespace=namespace))
+@pytest.fixture
+def docs_sandbox(tmp_path: Path) -> Iterator[tuple[Sandbox, ApiServer]]:
+    """The stand-in as `python -m tests.apiserver` runs it, in a sandbox with $KUBECONFIG set to jane's."""
+    sandbox = Sandbox.make(tmp_path)
+    server = docs_cluster(sandbox.cwd / "stand-in")
+    sandbox.env["KUBECONFIG"] = str(sandbox.cwd / "stand-in" / "kubeconfig")
+    yield sandbox, server
+    server.stop()
 
 
-def test_the_readme_shows_real_audit_output(apiserver: ApiServer, auditor: dict[str, str]) -> None:
-    populate(apiserver)
-    result = audit(env=auditor)
-    assert result.returncode == 1
-    assert f"$ webhook audit\n{result.stdout}$ echo $?\n1\n" in (REPO / "README.md").read_text()
+def test_the_docs_show_real_audit_output(docs_sandbox: tuple[Sandbox, ApiServer]) -> None:
+    sandbox, _ = docs_sandbox
+    run_block(doc_block("docs/cluster.md", "audit"), sandbox, normalisers=(UIDS,))
+    run_block(doc_block("docs/cluster.md", "audit-refused"), sandbox)
+
+
+def test_the_docs_watch_example(docs_sandbox: tuple[Sandbox, ApiServer]) -> None:
+    """Started as shown; then, as the docs tell, shop/debug comes with a bad image, is fixed, and a
+    Pod that was listed is deleted; Ctrl-C ends it."""
+    sandbox, server = docs_sandbox
+    block = doc_block("docs/cluster.md", "audit-watch")
+    (step,) = block.steps
+    assert step.output[-1] == "^C"
+    shown = step.output[:-1]
+    watch = Process(step.command, sandbox)
+    try:
+        def printed(lines: int) -> None:
+            until(lambda: len(watch.output().splitlines()) >= lines, f"{lines} lines")
+
+        printed(4)  # the header and three violations listed
+        until(lambda: server.workloads.watching("pods"), "the pod watch")
+        server.workloads.put("pods", workload("Pod", pod_spec("evil.io/miner:latest"), name="debug", namespace="shop"))
+        printed(5)
+        server.workloads.put("pods", workload("Pod", pod_spec("nginx:1.27"), name="debug", namespace="shop"))
+        printed(6)
+        server.workloads.delete("pods", "shop", "legacy-7d9f8-x2x4q")
+        printed(7)
+    finally:
+        assert watch.stop() == 0
+    match(shown, watch.output(), what=block.where)

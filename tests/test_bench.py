@@ -10,6 +10,7 @@ import pytest
 
 from bench.run import LONE, Row, Sample, print_summary
 from tests.conftest import REPO
+from tests.docs import NUMBERS, doc_block, match
 
 
 def test_benchmark_runs_in_tiny_mode() -> None:
@@ -56,3 +57,13 @@ def test_the_summary_gives_the_cores_each_side_had(capsys: pytest.CaptureFixture
     # 8000/s × 120 µs = 0.96 cores; 12000/s × 125 µs = 1.50; wrk 12000/s × 40 µs = 0.48
     assert lines[2].startswith("Two workers: 1.50× one worker. The server had 0.96 cores with one worker and "
                                "1.50 with two, while wrk used 0.48 of the same 2 cores beside it")
+
+
+def test_the_performance_page_shows_the_summary_as_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """The figures are a run's own; the wording is what bench/run.py prints today."""
+    def row(case: str, workers: int) -> Row:
+        return Row(case, "ours", workers, [Sample(9000, 1.0, 2.0, 4.0, 120, 0, wrk_cpu_us=40, steal_pct=2.0)])
+
+    print_summary([row("pod-allowed", 1), row("pod-allowed", 2), row(LONE, 1)])
+    block = doc_block("docs/performance.md", "bench-summary")
+    match(block.body, capsys.readouterr().out.strip(), (NUMBERS,), what=block.where)

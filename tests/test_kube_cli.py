@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Request, Rule, without, write_kubeconfig
+from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Request, Rule, docs_cluster, without, write_kubeconfig
 from tests.conftest import REPO
+from tests.docs import Sandbox, doc_block, run_block
 from webhook.certs import ensure_certificates
 from webhook.cli import build_parser
 from webhook.kube import commands as kube_commands
@@ -416,3 +417,23 @@ def test_register_names_a_bad_policy(admin: dict[str, str], pki: Path, tmp_path:
     result = cli("register", "--dry-run", "--cert-dir", str(pki), "--policy", str(policy), env=admin)
     assert result.returncode == 2
     assert f"policy file {policy}: images.allow[0]" in result.stderr
+
+
+# --- the docs -------------------------------------------------------------------------------
+
+def test_the_cluster_examples_in_the_docs(tmp_path: Path) -> None:
+    """docs/cluster.md's examples, run in its order against the stand-in as `python -m tests.apiserver`
+    runs it, from a directory with certs/ as `make run` leaves it."""
+    sandbox = Sandbox.make(tmp_path)
+    server = docs_cluster(sandbox.cwd / "stand-in")
+    try:
+        ensure_certificates(sandbox.cwd / "certs", "admission-webhook", "admission-webhook")
+        ports = {int(server.url.rsplit(":", 1)[1]): 6443}
+        run_block(doc_block("docs/cluster.md", "can-i"), sandbox, ports=ports)  # it exports KUBECONFIG
+        sandbox.env["KUBECONFIG"] = str(sandbox.cwd / "stand-in" / "kubeconfig")  # for the blocks after it
+        run_block(doc_block("docs/cluster.md", "register"), sandbox, ports=ports)
+        run_block(doc_block("docs/cluster.md", "register-dry-run"), sandbox, ports=ports)
+        run_block(doc_block("docs/cluster.md", "unregister"), sandbox, ports=ports)
+        run_block(doc_block("docs/cluster.md", "unreachable"), sandbox, ports=ports)
+    finally:
+        server.stop()

@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
-from tests.apiserver import WEBHOOK_RULES, ApiServer, without, write_kubeconfig
-from tests.conftest import REPO, ServerProcess, eventually
+from tests.apiserver import WEBHOOK_RULES, ApiServer, docs_cluster, without, write_kubeconfig
+from tests.conftest import REPO, ServerProcess, eventually, free_ports
+from tests.docs import TIMES, Process, Sandbox, doc_block, map_ports, match, run_block
 from webhook.certs import ensure_certificates
 
 VALIDATING = "validatingwebhookconfigurations"
@@ -144,3 +145,25 @@ def test_without_cluster_flags_serve_never_talks_to_a_cluster(default_server: Se
     code, report = readyz(default_server)
     assert code == 200
     assert report["checks"]["kubernetes"] == {"ready": True, "enabled": False}
+
+
+def test_the_docs_serve_register_example(tmp_path: Path) -> None:
+    """docs/cluster.md: `serve --register` after the break-glass, against the stand-in as
+    `python -m tests.apiserver` runs it, from a directory with certs/ as `make run` leaves it."""
+    sandbox = Sandbox.make(tmp_path)
+    apiserver = docs_cluster(sandbox.cwd / "stand-in")
+    ensure_certificates(sandbox.cwd / "certs", "admission-webhook", "admission-webhook")
+    https, probe = free_ports(2)
+    ports = {int(apiserver.url.rsplit(":", 1)[1]): 6443, https: 8443, probe: 8081}
+    block = doc_block("docs/cluster.md", "serve-register")
+    (step,) = block.steps
+    server = Process(step.command, sandbox, "--port", str(https), "--probe-port", str(probe))
+    try:
+        server.wait_listening(https, probe)
+        match(step.output, map_ports(server.output(), ports), (TIMES,), what=block.where)
+        eventually(lambda: httpx.get(f"http://127.0.0.1:{probe}/readyz").json()["checks"]["kubernetes"]
+                   .get("checkedAt"))
+        run_block(doc_block("docs/cluster.md", "serve-register-readyz"), sandbox, ports=ports, normalisers=(TIMES,))
+    finally:
+        server.stop()
+        apiserver.stop()

@@ -112,6 +112,18 @@ def test_the_policy_configmap_holds_a_valid_policy(rendered: list[dict[str, Any]
     assert parse_policy(policy.encode(), "configmap").mode == "enforce"
 
 
+def test_the_deployed_policy_is_the_embedded_default() -> None:
+    """What the README promises of the default policy holds in a cluster too: the ConfigMap's policy
+    is the embedded one, key for key, so a deployed webhook defaults Project.spec.replicas."""
+    deployed = yaml.safe_load((REPO / "manifests/base/policy.yaml").read_text())
+    embedded = yaml.safe_load((REPO / "webhook/policy/default.yaml").read_text())
+    assert deployed == embedded
+    webhooks = list(yaml.safe_load_all((REPO / "manifests/base/webhooks.yaml").read_text()))
+    mutating = next(w for w in webhooks if w["kind"] == "MutatingWebhookConfiguration")
+    assert {"apiGroups": ["example.sealyun.com"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+            "resources": ["projects"]} in mutating["webhooks"][0]["rules"]
+
+
 def test_cert_manager_owns_the_ca_bundle_alone() -> None:
     objects = render("manifests/overlays/cert-manager")
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import REPO, ApiServerClient
+from tests.conftest import REPO, ApiServerClient, ServerProcess
+from tests.docs import Sandbox, doc_block, run_block
 from tests.reviews import applied, decoded_patch, fixture, review
 from webhook.policy.defaults import Branch, Leaf
 from webhook.policy.model import load_policy
@@ -99,7 +100,8 @@ def test_one_example_relies_on_defaults_and_one_sets_its_own(api: ApiServerClien
     assert schema_problems({"spec": {"replicas": 0}}, crd_schema()) == [".spec.replicas: below 1"]
 
 
-def test_readme_shows_a_real_mutate_response(api: ApiServerClient) -> None:
+def test_readme_shows_a_real_mutate_response(api: ApiServerClient, default_server: ServerProcess,
+                                             tmp_path: Path) -> None:
     body = fixture("readme-project.json")
     response = api.review("/mutate", body)
     assert response == {
@@ -109,7 +111,8 @@ def test_readme_shows_a_real_mutate_response(api: ApiServerClient) -> None:
         "patch": "W3sib3AiOiJhZGQiLCJwYXRoIjoiL3NwZWMvcmVwbGljYXMiLCJ2YWx1ZSI6MX1d",
         "warnings": ["defaulted spec.replicas=1"],
     }
-    readme = (REPO / "README.md").read_text()
-    assert response["patch"] in readme
-    assert '[{"op":"add","path":"/spec/replicas","value":1}]' in readme
     assert decoded_patch(response) == [{"op": "add", "path": "/spec/replicas", "value": 1}]
+    # The README's curl and base64 commands, run as shown against the same server.
+    sandbox = Sandbox.make(tmp_path)
+    (sandbox.cwd / "certs").symlink_to(default_server.cert_dir)
+    run_block(doc_block("README.md", "curl-mutate"), sandbox, ports={default_server.port: 8443})

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ApiServerClient, ServerProcess
+from tests.conftest import ApiServerClient, ServerProcess, free_ports
+from tests.docs import CURL_ERRORS, Process, Sandbox, doc_block, run_block
 from tests.reviews import pod_review
 from tests.tlsutil import client_certificate, eventually, find_logs, wait_for_log
 from webhook.certs import ensure_certificates
@@ -128,3 +129,39 @@ def test_the_client_ca_hot_reloads(start_server: Any, client_pki: dict[str, Any]
         client_ca.write_bytes(b"-----BEGIN CERTIFICATE-----\ntruncated")
         wait_for_log(server, f"refused to reload TLS: {client_ca}: not a valid PEM certificate")
         assert _client(server, client_pki["foreign"]).request("GET", "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_the_probe_port_needs_no_client_certificate(mtls_server: ServerProcess, path: str) -> None:
+    """--client-ca covers every path of the HTTPS port; the plain-HTTP probe port serves its three
+    paths to anyone who can reach it."""
+    assert httpx.get(f"http://127.0.0.1:{mtls_server.probe_port}{path}", timeout=5).status_code == 200
+    with pytest.raises(REFUSED):
+        _client(mtls_server, None).request("GET", path)
+
+
+def test_the_probe_port_never_reviews(mtls_server: ServerProcess) -> None:
+    denials = len(find_logs(mtls_server, "validate denied"))
+    for path in ("/validate", "/mutate"):
+        reply = httpx.post(f"http://127.0.0.1:{mtls_server.probe_port}{path}", json=pod_review("evil.io/x"),
+                           timeout=5)
+        assert reply.status_code == 404
+    assert len(find_logs(mtls_server, "validate denied")) == denials
+
+
+def test_the_docs_client_certificate_example(tmp_path: Path) -> None:
+    """docs/operations.md: `serve` as shown, with a client CA and certificates for the two names, and
+    each curl command as shown, through real curl."""
+    sandbox = Sandbox.make(tmp_path)
+    (step,) = doc_block("docs/operations.md", "client-ca-serve").steps
+    ensure_certificates(sandbox.cwd / "clients", "clients", "ca")  # clients/ca.crt, as the flag says
+    for name in ("kube-apiserver", "intruder"):
+        client_certificate(sandbox.cwd / "clients", sandbox.cwd, name)
+    https, probe = free_ports(2)
+    server = Process(step.command, sandbox, "--port", str(https), "--probe-port", str(probe))
+    try:
+        server.wait_listening(https, probe)
+        run_block(doc_block("docs/operations.md", "client-ca-curl"), sandbox, ports={https: 8443, probe: 8081},
+                  normalisers=(CURL_ERRORS,))
+    finally:
+        server.stop()

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (costs about a fifth of throughput)")
     serve.add_argument("--client-ca", type=Path, metavar="FILE",
-                       help="require a client certificate signed by a CA in FILE on every path (reloaded on change)")
+                       help="require a client certificate signed by a CA in FILE on every path of the HTTPS port, "
+                       "probes included; the plain-HTTP probe port needs none (reloaded on change)")
     serve.add_argument("--client-allow-name", action="append", default=[], metavar="NAME",
                        help="with --client-ca: accept only client certificates with this subject CN or DNS SAN; "
                        "repeatable; others get 401")
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a CA and a serving certificate for <svc>.<ns>.svc in --cert-dir. "
         "A CA that is still valid is kept; the serving certificate is re-issued when it is missing, "
         "names other hosts, has another key type, or has less than --renew-before left. "
-        "--rotate-ca replaces the CA in three runs (see README). A CA that clients may trust is never "
+        "--rotate-ca replaces the CA in three runs (see docs/operations.md). A CA that clients may trust is never "
         "replaced on its own: a directory that holds only some of the files is completed only where every "
         "client keeps working, and is otherwise refused with what is missing and what to run.",
         epilog=CERTS_EXIT_CODES,
