@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -11,8 +12,11 @@ from tests.conftest import REPO
 
 def make_n(*args: str) -> str:
     """What ``make`` would run (``-n``), the install step taken as done (``-o``)."""
-    result = subprocess.run(["make", "-n", "-o", ".venv/.run-installed", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=60, check=True)
+    # Under `make test` this runs inside make: its MAKEFLAGS and MAKELEVEL would make this one a
+    # sub-make, which prints "Entering directory" around what it would run.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.run-installed", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=True, env=env)
     return result.stdout
 
 
