@@ -78,6 +78,22 @@ def pki(tmp_path: Path) -> Path:
 
 # --- can-i ---------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("ca", ["missing", "garbage"])
+def test_a_kubeconfig_ca_file_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path: Path, home: Path,
+                                                                               ca: str) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if ca == "garbage":
+        ca_file.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    config = write_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1", {"token": "t"}, ca_file=ca_file)
+    result = webhook("can-i", "list", "pods", env=environment(home, KUBECONFIG=str(config)))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"webhook: error: the TLS files of the cluster configuration ({ca_file}) cannot be used: ")
+    if ca == "missing":
+        assert line.endswith("No such file or directory")
+
+
 def test_can_i_yes_prints_the_reason_and_exits_0(apiserver: ApiServer, admin: dict[str, str]) -> None:
     result = webhook("can-i", "watch", "deployments.apps", "--all-namespaces", env=admin)
     assert result.returncode == 0, result.stderr

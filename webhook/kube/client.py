@@ -25,7 +25,7 @@ import orjson
 
 from webhook import __version__
 from webhook.kube.auth import build_auth
-from webhook.kube.config import DEFAULT_TIMEOUT, ClusterConfig
+from webhook.kube.config import DEFAULT_TIMEOUT, ClusterConfig, ConfigError
 
 log = logging.getLogger("webhook.kube")
 
@@ -178,7 +178,21 @@ class KubeClient:
 
 
 def ssl_context(config: ClusterConfig) -> ssl.SSLContext:
-    """Trust exactly the configured CA (system roots only when none is given), and present our client cert."""
+    """Trust exactly the configured CA (system roots only when none is given), and present our client cert.
+
+    A file the kubeconfig names that cannot be read or does not parse is a ConfigError naming it,
+    which the CLI prints as one line, as kubectl does.
+    """
+    try:
+        return _ssl_context(config)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        files = ", ".join(str(f) for f in (config.ca_file, config.client_cert_file, config.client_key_file) if f)
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        where = f" ({files})" if files else ""
+        raise ConfigError(f"the TLS files of the cluster configuration{where} cannot be used: {problem}") from None
+
+
+def _ssl_context(config: ClusterConfig) -> ssl.SSLContext:
     if config.insecure:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
