@@ -130,25 +130,26 @@ def test_can_i_resolves_known_groups_and_the_context_namespace(
 def test_can_i_list_shows_every_needed_permission_and_the_one_missing(
     apiserver: ApiServer, tmp_path: Path, home: Path
 ) -> None:
-    apiserver.add_user("ops", "ops-token", *without(WEBHOOK_RULES, "patch", MUTATING))
+    apiserver.add_user("ops", "ops-token", *without(WEBHOOK_RULES, "update", MUTATING))
     env = environment(home, KUBECONFIG=str(kubeconfig_for(apiserver, tmp_path, "ops-token")))
     result = webhook("can-i", "--list", env=env)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["VERB", "RESOURCE", "NAMESPACE", "ALLOWED", "REASON"]
     rows = [line.split(None, 4) for line in lines[1:-2]]
-    assert len(rows) == 8 + 6 + 18  # register: 4 verbs x 2; sync: 3 named verbs x 2; audit: list, watch x 9
+    assert len(rows) == 6 + 4 + 18  # register: 3 verbs x 2; sync: 2 named verbs x 2; audit: list, watch x 9
+    assert not [row for row in rows if row[0] == "patch"]  # nothing we do sends a PATCH
     denied = [row[:4] for row in rows if row[3] == "no"]
-    assert denied == [["patch", f"{MUTATING}.{GROUP}", "*", "no"],
-                      ["patch", f"{MUTATING}.{GROUP}/admission-webhook", "*", "no"]]
+    assert denied == [["update", f"{MUTATING}.{GROUP}", "*", "no"],
+                      ["update", f"{MUTATING}.{GROUP}/admission-webhook", "*", "no"]]
     assert next(r[:4] for r in rows if r[:2] == ["watch", "cronjobs.batch"]) == ["watch", "cronjobs.batch", "*", "yes"]
-    assert lines[-1] == "2 of 32 permissions missing"
+    assert lines[-1] == "2 of 28 permissions missing"
 
 
 def test_can_i_list_all_granted_exits_0(admin: dict[str, str]) -> None:
     result = cli("can-i", "--list", "--feature", "register", env=admin)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "all 8 permissions granted"
+    assert result.stdout.splitlines()[-1] == "all 6 permissions granted"
 
 
 def test_can_i_needs_a_verb_and_resource(admin: dict[str, str]) -> None:

@@ -59,7 +59,7 @@ def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
         cluster = report["checks"]["kubernetes"]
         assert cluster["ready"] is True and cluster["enabled"] is True
         assert cluster["state"] == "ok"
-        assert cluster["permissions"] == {"checked": 6, "missing": []}
+        assert cluster["permissions"] == {"checked": 4, "missing": []}
         assert cluster["registration"] == {"ValidatingWebhookConfiguration": "unchanged",
                                            "MutatingWebhookConfiguration": "unchanged"}
 
@@ -80,21 +80,21 @@ def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
 def test_a_missing_permission_is_logged_and_reported_but_the_server_stays_ready(
     apiserver: ApiServer, tmp_path: Path, start_server: Any
 ) -> None:
-    apiserver.add_user("hook", "hook-token", *without(WEBHOOK_RULES, "patch", MUTATING))
+    apiserver.add_user("hook", "hook-token", *without(WEBHOOK_RULES, "update", MUTATING))
     path = kubeconfig(apiserver, tmp_path, "hook-token")
     with start_server("--kubeconfig", str(path), "--register", "--permission-check-interval", "0.3") as server:
         code, report = eventually(lambda: (r := readyz(server))[1]["checks"]["kubernetes"].get("checkedAt") and r)
         assert code == 200 and report["ready"] is True
         assert report["checks"]["kubernetes"]["state"] == "missing-permissions"
         assert report["checks"]["kubernetes"]["permissions"]["missing"] == [
-            {"verb": "patch", "resource": f"{MUTATING}.admissionregistration.k8s.io", "namespace": "*"}]
-        line = (f"missing permission: user 'tester' of context 'stand-in' in {path} cannot patch "
+            {"verb": "update", "resource": f"{MUTATING}.admissionregistration.k8s.io", "namespace": "*"}]
+        line = (f"missing permission: user 'tester' of context 'stand-in' in {path} cannot update "
                 f"{MUTATING}.admissionregistration.k8s.io admission-webhook cluster-wide")
         assert eventually(lambda: server.logs().count(line) >= 2)  # at start, and again at each re-check
         assert "cannot list pods" not in server.logs()  # serve checks only what serve uses
         metrics = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
         resource = f"{MUTATING}.admissionregistration.k8s.io/admission-webhook"
-        assert f'webhook_permission_allowed{{resource="{resource}",verb="patch"}} 0.0' in metrics
+        assert f'webhook_permission_allowed{{resource="{resource}",verb="update"}} 0.0' in metrics
         assert f'webhook_permission_allowed{{resource="{resource}",verb="get"}} 1.0' in metrics
 
 

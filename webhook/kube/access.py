@@ -95,14 +95,14 @@ FEATURES: dict[str, Feature] = {
         Feature(
             "register", "create and update the webhook configurations",
             tuple(Permission(verb, kind, ADMISSION_GROUP)
-                  for kind in WEBHOOK_CONFIGURATIONS for verb in ("get", "create", "update", "patch")),
+                  for kind in WEBHOOK_CONFIGURATIONS for verb in ("get", "create", "update")),
         ),
         Feature(
             # What `serve --register` needs once the configurations exist: read and update them
             # by name. RBAC can scope these to our names; `create` it could not.
             "sync", "keep our webhook configurations' caBundle in sync",
             tuple(Permission(verb, kind, ADMISSION_GROUP, name=DEFAULT_CONFIGURATION)
-                  for kind in WEBHOOK_CONFIGURATIONS for verb in ("get", "update", "patch")),
+                  for kind in WEBHOOK_CONFIGURATIONS for verb in ("get", "update")),
         ),
         Feature(
             "audit", "list and watch what already runs",
