@@ -202,6 +202,19 @@ def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                        "(default: %(default)s)")
     check.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
                        help="namespace of objects that name none (default: %(default)s)")
+    check.add_argument("--at", type=_moment, metavar="TIME",
+                       help="judge as of this RFC 3339 time, e.g. to see what breaks when an exception expires "
+                       "(default: now)")
+
+
+def _moment(text: str) -> float:
+    """An RFC 3339 time with a zone, as seconds since the epoch, for ``--at``."""
+    from webhook.policy.scopes import parse_rfc3339  # noqa: PLC0415
+
+    try:
+        return parse_rfc3339(text).timestamp()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,7 +270,7 @@ def _check(args: argparse.Namespace) -> int:
     from webhook.manifests import read  # noqa: PLC0415
 
     return check.run(read(args.paths, sys.stdin.buffer), load_policy(args.policy),
-                     output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr)
+                     output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr, at=args.at)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -64,11 +64,11 @@ def validate(request: Request, policy: Policy, deadline: Deadline) -> Response:
         return allowed()
     if request.namespace in policy.exempt_namespaces:
         return allowed()
-    rules = policy.rules_for(request) if policy.scoped else policy.baseline
-    if rules.mode == "off":
-        return _allowed(rules)
     spec_path = pod_spec_path(request.group, request.kind)
     if spec_path is None:
+        return allowed()  # not ours to judge, so no scope decides it either
+    rules = policy.rules_for(request) if policy.scoped else policy.baseline
+    if rules.mode == "off":
         return _allowed(rules)
     try:
         spec = pod_spec(request, spec_path)

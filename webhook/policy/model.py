@@ -49,7 +49,7 @@ from webhook.policy.scopes import (
     Scope,
     Scopes,
     no_namespace_labels,
-    parse_expiry,
+    parse_rfc3339,
 )
 from webhook.policy.verdicts import ImageJudge
 
@@ -162,7 +162,7 @@ class ScopeSpec(_Strict):
 
 
 def _expiry(value: Any) -> Any:
-    parse_expiry(value)  # its ValueError names the problem
+    parse_rfc3339(value)  # its ValueError names the problem
     return value
 
 
@@ -318,7 +318,7 @@ def _compile_exceptions(spec: PolicySpec, source: str) -> Exceptions:
         if exception.name in seen:
             raise PolicyError(source, f"exceptions[{index}].name", f"exception {exception.name!r} is named twice")
         seen.add(exception.name)
-        items.append(Exception_(exception.name, exception.reason, parse_expiry(exception.expires),
+        items.append(Exception_(exception.name, exception.reason, parse_rfc3339(exception.expires),
                                 Match.compile(exception.match),
                                 Allowlist([parse_pattern(text) for text in exception.images])))
     return Exceptions(tuple(items), spec.exceptionWarningDays)

@@ -145,6 +145,11 @@ class Exceptions:
     def expired(self, now: float) -> list[str]:
         return [e.name for e in self.items if e.expired(now)]
 
+    def expired_warnings(self, now: float) -> list[str]:
+        """What serve logs at load and check prints: an exception that expired admits nothing."""
+        return [f'exception "{e.name}" expired {e.expires_text} and admits nothing now'
+                for e in self.items if e.expired(now)]
+
     def waiver(self, subject: Subject, ref: ImageRef, now: float,
                namespace_labels: NamespaceLabels) -> tuple[Exception_ | None, Sequence[Exception_]]:
         """The first live exception covering the image, else None and the expired ones that would have."""
@@ -163,7 +168,7 @@ def rfc3339(moment: dt.datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-def parse_expiry(value: object) -> dt.datetime:
+def parse_rfc3339(value: object) -> dt.datetime:
     """RFC 3339 with a time zone; YAML's unquoted timestamp form (a space for the T) too."""
     if isinstance(value, dt.datetime):
         moment = value
