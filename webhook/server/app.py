@@ -317,7 +317,11 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
 
 def policy_check(state: ServerState) -> dict[str, object]:
     """Always ready: a refused reload leaves the last good policy in force, and says so here."""
-    check: dict[str, object] = {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256}
+    policy = state.policy
+    check: dict[str, object] = {
+        "ready": True, "source": policy.source, "sha256": policy.sha256, "scopes": len(policy.scopes.scopes),
+        "exceptions": len(policy.exceptions.items), "expiredExceptions": policy.exceptions.expired(time.time()),
+    }
     reload = state.policy_reload
     if reload is not None:
         check["loadedAt"] = rfc3339(reload.loaded_at)
