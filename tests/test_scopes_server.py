@@ -1,5 +1,6 @@
 """The real server with scopes and exceptions: its decisions, metrics and /readyz, its refusal
-of a namespaceSelector (no namespace informer yet), and the same answers as `webhook check`."""
+of a namespaceSelector (no namespace informer yet), and the same answers as `webhook check`
+and `webhook audit`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from tests.reviews import pod_review, pod_spec, review, workload
 from tests.test_operations import metric
 from tests.test_policy_reload import policy_check, write_atomically
 from webhook import check
+from webhook.admission.review import clean_warnings
+from webhook.kube.audit import judge
 from webhook.manifests import read
 from webhook.policy.model import Policy, parse_policy
 
@@ -122,7 +125,7 @@ def test_serve_refuses_a_namespace_selector_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == (f"webhook: error: policy file {path}: scopes[2].match.namespaceSelector: "
                              "namespaceSelector needs serve to keep the cluster's namespaces (the namespace "
-                             "informer), which serve does not have yet; `webhook check` can judge with it\n")
+                             "informer), which serve does not do yet; `webhook check` can judge with it\n")
     assert not (tmp_path / "certs").exists()  # refused before anything was made
 
 
@@ -222,3 +225,7 @@ def test_serve_and_check_agree(reloadable: tuple[Path, ServerProcess], text: str
     assert served["allowed"] == validation.allowed
     assert served.get("status", {}).get("message") == validation.message
     assert served.get("warnings", []) == result.admission.warnings
+    audited = judge(obj, result.target, policy)  # audit: the stored object, judged as a CREATE of it
+    assert (audited.allowed, audited.message, clean_warnings(audited.warnings)) == (
+        validation.allowed, validation.message, result.admission.warnings)
+    assert (audited.scope, audited.exceptions) == (validation.scope, validation.exceptions)

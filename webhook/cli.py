@@ -17,7 +17,7 @@ from webhook.kube.config import ConfigError
 from webhook.logs import configure_logging
 from webhook.pki import CertificateError, KeySpec
 from webhook.policy.model import PolicyError, load_policy
-from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSettings
+from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSettings, rfc3339_moment
 
 EXIT_USAGE = 2
 _SERVE_DEFAULTS = ServeSettings()
@@ -202,19 +202,10 @@ def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                        "(default: %(default)s)")
     check.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
                        help="namespace of objects that name none (default: %(default)s)")
-    check.add_argument("--at", type=_moment, metavar="TIME",
+    check.add_argument("--at", type=rfc3339_moment, metavar="TIME",
                        help="judge as of this RFC 3339 time, e.g. to see what breaks when an exception expires "
                        "(default: now)")
 
-
-def _moment(text: str) -> float:
-    """An RFC 3339 time with a zone, as seconds since the epoch, for ``--at``."""
-    from webhook.policy.scopes import parse_rfc3339  # noqa: PLC0415
-
-    try:
-        return parse_rfc3339(text).timestamp()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -219,8 +219,21 @@ class Policy:
     @property
     def needs_namespace_labels(self) -> bool:
         """True when a scope or exception selects by namespaceSelector."""
-        return self.scopes.needs_namespace_labels or any(
-            e.match.namespace_selector is not None for e in self.exceptions.items)
+        return self.namespace_selector_key is not None
+
+    @property
+    def namespace_selector_key(self) -> str | None:
+        """Where the policy first selects by namespace labels, for a command that has none to give."""
+        places = [(f"scopes[{i}]", scope.match) for i, scope in enumerate(self.scopes.scopes)]
+        places += [(f"exceptions[{i}]", exception.match) for i, exception in enumerate(self.exceptions.items)]
+        return next((f"{key}.match.namespaceSelector" for key, match in places if match.namespace_selector), None)
+
+    def refuse_namespace_selector(self, command: str, source_of_labels: str) -> None:
+        """Refuse, naming the key, a policy that selects by namespace labels ``command`` cannot read yet."""
+        key = self.namespace_selector_key
+        if key is not None:
+            raise PolicyError(self.source, key, f"namespaceSelector needs {command} to {source_of_labels}, which "
+                              f"{command} does not do yet; `webhook check` can judge with it")
 
     def seen_from(self, *, clock: Callable[[], float] | None = None,
                   namespace_labels: NamespaceLabels | None = None) -> Policy:

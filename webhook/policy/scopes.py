@@ -142,6 +142,9 @@ class Exceptions:
     def __bool__(self) -> bool:
         return bool(self.items)
 
+    def expires_text(self, name: str) -> str:
+        return next(e.expires_text for e in self.items if e.name == name)
+
     def expired(self, now: float) -> list[str]:
         return [e.name for e in self.items if e.expired(now)]
 

@@ -18,8 +18,6 @@ from webhook.server.telemetry import Telemetry
 from webhook.server.watch import Contents, ContentWatcher, Poller
 
 log = logging.getLogger("webhook.policy")
-INFORMER_MISSING = ("namespaceSelector needs serve to keep the cluster's namespaces (the namespace informer), "
-                    "which serve does not have yet; `webhook check` can judge with it")
 
 
 def refuse_unservable(policy: Policy) -> None:
@@ -27,11 +25,7 @@ def refuse_unservable(policy: Policy) -> None:
 
     Refused at start and on reload alike, so a policy that loads is one serve can honour.
     """
-    places = [(f"scopes[{i}]", scope.match) for i, scope in enumerate(policy.scopes.scopes)]
-    places += [(f"exceptions[{i}]", exception.match) for i, exception in enumerate(policy.exceptions.items)]
-    for key, match in places:
-        if match.namespace_selector is not None:
-            raise PolicyError(policy.source, f"{key}.match.namespaceSelector", INFORMER_MISSING)
+    policy.refuse_namespace_selector("serve", "keep the cluster's namespaces (the namespace informer)")
 
 
 def warn_of_expired(policy: Policy) -> None:
