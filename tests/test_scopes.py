@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.reviews import pod_review, pod_spec, review, workload
 from webhook.admission.chain import Target, admit
@@ -313,3 +315,37 @@ def test_exception_load_refusals(exception: str, key: str, problem: str) -> None
 def test_a_scope_and_an_exception_may_share_a_name() -> None:
     policy(BASELINE + "scopes: [{name: a, match: {kinds: [Pod]}}]\n"
            "exceptions: [{name: a, reason: r, expires: '2030-01-01T00:00:00Z', match: {kinds: [Pod]}, images: [x]}]\n")
+
+
+def test_unquoted_off_and_unquoted_timestamps_load() -> None:
+    p = policy(BASELINE + "scopes: [{name: q, match: {namespaces: [q]}, images: {mode: off}}]\n"
+               "exceptions: [{name: e, reason: r, expires: 2027-01-31T00:00:00Z, match: {kinds: [Pod]}, "
+               "images: [x]}]\n")
+    assert p.scopes.scopes[0].rules.mode == "off"
+    assert p.exceptions.items[0].expires_text == "2027-01-31T00:00:00Z"
+
+
+SCOPE_MATCHES = st.fixed_dictionaries({}, optional={
+    "namespaces": st.lists(st.sampled_from(["a", "b", "a-*", "*-x", "*", "b-x"]), min_size=1, max_size=3),
+    "kinds": st.lists(st.sampled_from(["Pod", "Deployment"]), min_size=1, max_size=2),
+    "objectSelector": st.sampled_from([{}, {"matchLabels": {"app": "web"}},
+                                       {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}]),
+}).filter(bool)
+
+
+@given(st.lists(SCOPE_MATCHES, min_size=1, max_size=8))
+@settings(max_examples=150, deadline=None)
+def test_the_scope_index_gives_the_answer_of_trying_in_file_order(matches: list[dict[str, Any]]) -> None:
+    """Every request against one policy, twice over: the second round is answered from the memo."""
+    scopes = [{"name": f"s{i}", "match": m} for i, m in enumerate(matches)]
+    p = policy(BASELINE + "scopes: " + orjson.dumps(scopes).decode() + "\n")
+    for _ in range(2):
+        for namespace in ["a", "b", "a-x", "b-x", "c"]:
+            for kind in ["Pod", "Deployment"]:
+                for labels in [{}, {"app": "web"}]:
+                    obj = workload(kind, pod_spec("nginx"), namespace=namespace)
+                    obj["metadata"]["labels"] = labels
+                    request = decode_review(orjson.dumps(review(obj, namespace=namespace)))
+                    in_order = next((s.rules for s in p.scopes.scopes if s.match.selects(request, p.namespace_labels)),
+                                    p.baseline)
+                    assert p.rules_for(request) is in_order
