@@ -98,7 +98,8 @@ def test_the_server_decides_with_scopes_and_exceptions(scoped_server: ServerProc
     assert metric(text, "webhook_admission_requests_total", decision="allowed", scope="team-a", **labels) >= 1
     assert metric(text, "webhook_admission_requests_total", decision="denied", scope="team-a", **labels) >= 1
     assert metric(text, "webhook_admission_requests_total", decision="denied", scope="baseline", **labels) >= 1
-    assert metric(text, "webhook_admission_requests_total", decision="warned", scope="onboarding", **labels) >= 1
+    warn = {**labels, "mode": "warn"}  # the mode of the scope that decided
+    assert metric(text, "webhook_admission_requests_total", decision="warned", scope="onboarding", **warn) >= 1
     assert metric(text, "webhook_exception_admissions_total", exception="legacy-redis") >= 1
     assert metric(text, "webhook_exception_admissions_total", exception="gone") == 0
     assert metric(text, "webhook_exception_expiry_timestamp_seconds", exception="legacy-redis") == EXPIRES
@@ -108,6 +109,13 @@ def test_the_server_decides_with_scopes_and_exceptions(scoped_server: ServerProc
 def test_readyz_counts_scopes_and_exceptions_and_names_the_expired(client: ApiServerClient) -> None:
     check_ = policy_check(client)
     assert (check_["scopes"], check_["exceptions"], check_["expiredExceptions"]) == (3, 2, ["gone"])
+
+
+def test_decision_logs_name_the_scope_and_exceptions(scoped_server: ServerProcess, client: ApiServerClient) -> None:
+    client.review("/validate", pod_review("bitnami/redis:7", namespace="payments", uid="logged-excepted"))
+    time.sleep(0.2)
+    (line,) = [line for line in scoped_server.logs().splitlines() if "logged-excepted" in line]
+    assert '"scope":"production"' in line and '"exceptions":["legacy-redis"]' in line
 
 
 def test_serve_logs_expired_exceptions_at_load(scoped_server: ServerProcess) -> None:

@@ -61,9 +61,11 @@ class Scopes:
     _by_name: dict[str, list[int]] = field(default_factory=dict)
     _unnamed: list[int] = field(default_factory=list)  # scopes with globs or no namespace condition
     _memo: dict[tuple[str | None, tuple[tuple[str, str], ...]], tuple[Scope, ...]] = field(default_factory=dict)
+    modes: dict[str, Mode] = field(default_factory=dict)  # by scope name, for the metrics' mode label
 
     def __post_init__(self) -> None:
         for index, scope in enumerate(self.scopes):
+            self.modes[scope.rules.scope or ""] = scope.rules.mode
             exact = scope.match.exact_namespaces
             for name in exact or ():
                 self._by_name.setdefault(name, []).append(index)

@@ -119,7 +119,9 @@ class Telemetry:
             self.exception_expiry.labels(exception.name).set(exception.expiry_timestamp)
 
     def observe(self, webhook: str, request: Request, response: Response, policy: Policy, seconds: float) -> None:
-        key = (webhook, request.operation, request.kind, response.outcome, policy.mode, response.scope)
+        scope = response.scope
+        mode = policy.mode if scope is None else policy.scopes.modes.get(scope, policy.mode)  # the deciding rules'
+        key = (webhook, request.operation, request.kind, response.outcome, mode, scope)
         series = self._series.get(key)
         if series is None:
             series = self._look_up(key)
@@ -132,7 +134,7 @@ class Telemetry:
             self._patches(kind).inc()
         for exception in response.exceptions:
             self.exception_admissions.labels(exception).inc()
-        if response.outcome != "allowed" or response.patch:
+        if response.outcome != "allowed" or response.patch or response.exceptions:  # an exception is worth a line
             log_decision(webhook, request, response, seconds)
         elif log.isEnabledFor(logging.DEBUG):
             log_decision(webhook, request, response, seconds, level=logging.DEBUG)
@@ -181,6 +183,8 @@ def log_decision(
         "namespace": request.namespace,
         "name": request.object_name,
         "user": request.username,
+        "scope": response.scope,
+        "exceptions": list(response.exceptions) or None,
         "operation": request.operation,
         "decision": decision,
         "code": response.code,
