@@ -159,6 +159,8 @@ def test_exempt_namespaces_come_before_any_scope() -> None:
     ("{name: mirror, match: {namespaces: [m]}, images: {inheritAllow: false, allow: [quay.io/*]}}",
      "images.rewrite[0].to", 'would not be allowed by images.allow in scope "mirror" (quay.io/*)'),
     ("{name: mirror, match: {namespaces: [m]}, images: {mode: 'off', inheritAllow: false, allow: []}}", None, None),
+    # a rewrite keeps the tag and digest: requireDigest plays no part in the check
+    ("{name: pinned, match: {namespaces: [m]}, images: {requireDigest: true}}", None, None),
     ("{name: a, match: {kinds: [Pod]}}, {name: a, match: {kinds: [Job]}}", "scopes[1].name", "named twice"),
 ])
 def test_the_load_check_runs_for_every_scope(scope: str, key: str | None, problem: str | None) -> None:
@@ -197,6 +199,13 @@ def test_before_expiry_an_exception_admits_with_its_warning() -> None:
     assert answer.warnings == (
         'spec.containers[0] "c0": image "quay.io/bitnami/redis:7" admitted by exception "legacy-redis" '
         "(OPS-1234: move redis to the internal mirror) until 2027-01-31T00:00:00Z",)
+
+
+def test_under_mode_off_nothing_is_judged_so_no_exception_is_used() -> None:
+    text = EXCEPTED.replace("    match: {namespaces: [payments]}\n    images: {inheritAllow: false,",
+                            "    match: {namespaces: [payments]}\n    images: {mode: 'off', inheritAllow: false,")
+    answer = decide(redis("payments"), at(policy(text), dt.datetime(2026, 6, 1, tzinfo=dt.UTC)))
+    assert answer.allowed and not answer.warnings and not answer.exceptions and answer.scope == "production"
 
 
 def test_an_exception_is_used_only_when_the_rules_would_refuse() -> None:
