@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from webhook.policy import kubeyaml
 from webhook.policy.defaults import (
@@ -42,8 +51,9 @@ from webhook.policy.rewrite import (
     parse_prefix,
 )
 from webhook.policy.scopes import (
-    Exception_,
+    ExceptionRule,
     Exceptions,
+    Mode,
     NamespaceLabels,
     Rules,
     Scope,
@@ -53,7 +63,6 @@ from webhook.policy.scopes import (
 )
 from webhook.policy.verdicts import ImageJudge
 
-Mode = Literal["enforce", "warn", "off"]
 DEFAULT_POLICY_SOURCE = "<embedded default policy>"
 
 
@@ -95,17 +104,19 @@ class RewriteSpec(_Strict):
     to: PrefixText
 
 
+def _yaml_off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted ``off`` (also ``no``, ``false``) as boolean false.
+    return "off" if value is False else value
+
+
+ModeText = Annotated[Mode, BeforeValidator(_yaml_off)]
+
+
 class ImagesSpec(_Strict):
-    mode: Mode = "enforce"
+    mode: ModeText = "enforce"
     allow: list[PatternText] | None = None
     requireDigest: bool = Field(default=False, strict=True)
     rewrite: list[RewriteSpec] = []
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads an unquoted ``off`` (also ``no``, ``false``) as boolean false.
-        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _allow_required(self) -> ImagesSpec:
@@ -141,12 +152,10 @@ PolicyName = Annotated[str, Field(strict=True), AfterValidator(valid_name)]
 class ScopeImagesSpec(_Strict):
     """What a scope may change of the baseline's image rules; a key left out keeps the baseline's."""
 
-    mode: Mode | None = None
+    mode: ModeText | None = None
     allow: list[PatternText] | None = None
     requireDigest: bool | None = Field(default=None, strict=True)
     inheritAllow: bool = Field(default=True, strict=True)
-
-    _yaml_off = field_validator("mode", mode="before")(ImagesSpec._yaml_off.__func__)  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _allow_required(self) -> ScopeImagesSpec:
@@ -326,12 +335,12 @@ def _compile_scopes(spec: PolicySpec, baseline: list[Pattern], source: str) -> S
 
 def _compile_exceptions(spec: PolicySpec, source: str) -> Exceptions:
     seen: set[str] = set()
-    items: list[Exception_] = []
+    items: list[ExceptionRule] = []
     for index, exception in enumerate(spec.exceptions):
         if exception.name in seen:
             raise PolicyError(source, f"exceptions[{index}].name", f"exception {exception.name!r} is named twice")
         seen.add(exception.name)
-        items.append(Exception_(exception.name, exception.reason, parse_rfc3339(exception.expires),
+        items.append(ExceptionRule(exception.name, exception.reason, parse_rfc3339(exception.expires),
                                 Match.compile(exception.match),
                                 Allowlist([parse_pattern(text) for text in exception.images])))
     return Exceptions(tuple(items), spec.exceptionWarningDays)

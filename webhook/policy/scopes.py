@@ -99,7 +99,7 @@ class Scopes:
 
 
 @dataclass(frozen=True, slots=True)
-class Exception_:
+class ExceptionRule:
     """One time-bound exception: ``images`` admitted for the requests ``match`` selects."""
 
     name: str
@@ -138,7 +138,7 @@ class Exception_:
 
 @dataclass(frozen=True, slots=True)
 class Exceptions:
-    items: tuple[Exception_, ...]
+    items: tuple[ExceptionRule, ...]
     warning_days: int = 14
 
     def __bool__(self) -> bool:
@@ -156,9 +156,9 @@ class Exceptions:
                 for e in self.items if e.expired(now)]
 
     def waiver(self, subject: Subject, ref: ImageRef, now: float,
-               namespace_labels: NamespaceLabels) -> tuple[Exception_ | None, Sequence[Exception_]]:
+               namespace_labels: NamespaceLabels) -> tuple[ExceptionRule | None, Sequence[ExceptionRule]]:
         """The first live exception covering the image, else None and the expired ones that would have."""
-        lapsed: list[Exception_] = []
+        lapsed: list[ExceptionRule] = []
         for exception in self.items:
             if exception.covers(subject, ref, namespace_labels):
                 if not exception.expired(now):
