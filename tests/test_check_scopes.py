@@ -123,3 +123,12 @@ def test_a_policy_without_scopes_keeps_todays_table(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(MANIFESTS)
     result = check("--policy", str(tmp_path / "p.yaml"), "--at", "2030-01-01T00:00:00Z", str(tmp_path / "m.yaml"))
     assert "SCOPE" not in result.stdout and result.stderr == ""
+
+
+def test_yaml_heads_name_the_scope_and_exceptions(files: tuple[str, str]) -> None:
+    policy, manifests = files
+    result = check("--policy", policy, "-o", "yaml", "--at", "2026-06-01T00:00:00Z", manifests)
+    heads = [line for line in result.stdout.splitlines() if line.startswith(f"# {manifests}")]
+    assert [head.split(": ", 2)[2] for head in heads] == [
+        'allowed in scope "team-a" by exceptions legacy-redis', 'denied in scope "production"', "allowed",
+        "allowed"]

@@ -115,7 +115,11 @@ def json_report(records: list[dict[str, Any]], errors: Sequence[Unreadable], tal
 
 def yaml_document(result: Result) -> str:
     """The object as it would be stored, headed by comments saying where it came from and the answer."""
-    head = [f"# {result.manifest.location}: {result.target.kind} {result.display_name}: {result.admission.decision}"]
+    validation = result.admission.validation
+    decided = f' in scope "{validation.scope}"' if validation.scope else ""
+    decided += f" by exceptions {', '.join(validation.exceptions)}" if validation.exceptions else ""
+    head = [f"# {result.manifest.location}: {result.target.kind} {result.display_name}: {result.admission.decision}"
+            f"{decided}"]
     head += [f"# {' '.join(message.split())}" for message in result.admission.messages]
     body = yaml.safe_dump(result.admission.final, sort_keys=False, allow_unicode=True, default_flow_style=False)
     return "---\n" + "\n".join(head) + "\n" + body
