@@ -109,7 +109,7 @@ def test_json_gives_one_object_per_line_with_the_servers_status(apiserver: ApiSe
     (line,) = result.stdout.splitlines()
     assert json.loads(line) == {
         "event": "LISTED", "apiVersion": "v1", "kind": "Pod", "namespace": "team", "name": "bad",
-        "uid": stored["metadata"]["uid"], "decision": "denied", "warnings": [],
+        "uid": stored["metadata"]["uid"], "decision": "denied", "warnings": [], "scope": None, "exceptions": [],
         "status": {"code": 403, "reason": "Forbidden", "message": denial("spec.containers[0]")}}
     assert result.stderr == "webhook: audited 1 object of 9 kinds in all namespaces: 1 denied, 0 warned\n"
 

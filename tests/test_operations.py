@@ -67,12 +67,12 @@ def test_metrics_count_exactly(start_server: Any, workers: str) -> None:
         for client in clients:
             client.close()
     requests = "webhook_admission_requests_total"
-    base = {"webhook": "validate", "kind": "Pod", "mode": "enforce"}
+    base = {"webhook": "validate", "kind": "Pod", "mode": "enforce", "scope": "baseline"}
     assert metric(text, requests, operation="CREATE", decision="allowed", **base) == 12
     assert metric(text, requests, operation="CREATE", decision="denied", **base) == 8
     assert metric(text, requests, operation="DELETE", decision="allowed", **base) == 4
     assert metric(text, requests, webhook="mutate", operation="CREATE", kind="Pod", decision="allowed",
-                  mode="enforce") == 4
+                  mode="enforce", scope="baseline") == 4
     assert metric(text, "webhook_image_violations_total", registry="other") == 16  # the policy names no evil.io
     assert metric(text, "webhook_image_violations_total", registry="invalid") == 8  # "Bad/Ref" does not parse
     assert metric(text, "webhook_admission_duration_seconds_count", webhook="validate") == 24
@@ -393,7 +393,7 @@ def test_a_flood_of_kinds_is_counted_in_full_under_a_bounded_set_of_labels(start
         time.sleep(0.2)
         text = httpx.get(f"http://127.0.0.1:{server.probe_port}/metrics").text
     requests = "webhook_admission_requests_total"
-    labels = dict(webhook="validate", operation="CREATE", decision="allowed", mode="enforce")
+    labels = dict(webhook="validate", operation="CREATE", decision="allowed", mode="enforce", scope="baseline")
     counted = {kind: metric(text, requests, kind=kind, **labels) for kind in [*kinds, "other"]}
     assert all(counted[f"Widget{i}"] == 2 for i in range(100))
     assert all(counted[f"Widget{i}"] == 0 for i in range(100, 130))

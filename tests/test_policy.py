@@ -101,7 +101,8 @@ def test_policy_hash_tracks_content() -> None:
         ("images: {allow: [x], rewrite: [{form: a.io, to: b.io}]}", "images.rewrite[0].form",
          "unknown key (did you mean 'from'?)"),
         ("images: {allow: [x]}\nzzz: 1", "zzz",
-         "unknown key (the keys here are images, exemptNamespaces, failureMode, defaults)"),
+         "unknown key (the keys here are images, exemptNamespaces, failureMode, defaults, scopes, exceptions, "
+         "exceptionWarningDays)"),
     ],
 )
 def test_an_unknown_key_is_named_before_what_it_leaves_missing(tmp_path: Path, text: str, key: str,

@@ -9,13 +9,14 @@ would know and a file does not), and the three ways of showing the answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from webhook import check_format
 from webhook.admission.chain import Admission, Target, admit
 from webhook.manifests import Manifest, Unreadable
+from webhook.policy.match import labels_of
 from webhook.policy.model import Policy
 from webhook.settings import DEFAULT_NAMESPACE
 
@@ -103,11 +104,53 @@ def guess_plural(kind: str) -> str:
     return lower + "s"
 
 
+class NamespaceLabels:
+    """Labels of the Namespace objects among the inputs, for a policy's namespaceSelector.
+
+    A namespace that none of them describes is read as having no labels, and ``unknown``
+    collects it, so the output can say so once.
+    """
+
+    def __init__(self, items: Iterable[Manifest | Unreadable]) -> None:
+        self.known: dict[str, dict[str, str]] = {}
+        self.unknown: dict[str, None] = {}  # looked up, not known, and not yet reported
+        self._reported: set[str] = set()
+        for item in items:
+            obj = item.object if isinstance(item, Manifest) else None
+            if obj is not None and obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
+                metadata = obj.get("metadata")
+                name = metadata.get("name") if isinstance(metadata, dict) else None
+                if isinstance(name, str) and name:
+                    self.known[name] = dict(labels_of(obj))
+
+    def __call__(self, namespace: str) -> Mapping[str, str] | None:
+        labels = self.known.get(namespace)
+        if labels is None and namespace not in self._reported:
+            self.unknown.setdefault(namespace)
+        return labels
+
+    def report(self) -> list[str]:
+        """The unknown namespaces not reported before, now counted as reported."""
+        fresh = list(self.unknown)
+        self._reported.update(fresh)
+        self.unknown.clear()
+        return fresh
+
+
 def evaluate(
     items: Iterable[Manifest | Unreadable], policy: Policy, namespace: str = DEFAULT_NAMESPACE,
+    on_unknown_namespace: Callable[[str], None] | None = None,
 ) -> Iterator[Result | Unreadable]:
-    """Each readable object through mutation and validation, in input order; the unreadable passed on."""
+    """Each readable object through mutation and validation, in input order; the unreadable passed on.
+
+    When the policy selects by namespace labels, every input is read first, because a
+    Namespace may come after the objects in it.
+    """
     catalog = Catalog()
+    if policy.needs_namespace_labels:
+        items = list(items)
+        labels = NamespaceLabels(items)
+        policy = policy.seen_from(namespace_labels=labels)
     for item in items:
         if isinstance(item, Unreadable):
             yield item
@@ -115,7 +158,11 @@ def evaluate(
         catalog.learn(item.object)
         target = catalog.target(item.object)
         where = catalog.namespace(item.object, target, namespace)
-        yield Result(item, target, where, admit(item.object, target, where, policy, username=USERNAME))
+        result = Result(item, target, where, admit(item.object, target, where, policy, username=USERNAME))
+        if policy.needs_namespace_labels and on_unknown_namespace is not None:
+            for name in labels.report():
+                on_unknown_namespace(name)
+        yield result
 
 
 @dataclass
@@ -147,17 +194,27 @@ class Tally:
 
 
 def run(items: Iterable[Manifest | Unreadable], policy: Policy, *, output: Output, namespace: str,
-        out: TextIO, err: TextIO) -> int:
+        out: TextIO, err: TextIO, at: float | None = None) -> int:
     """Judge, print in the chosen form, and return the exit code (0 allowed, 1 denied, 2 unreadable).
 
     Only what is shown is kept between objects (a table row, a JSON record), never the
-    objects themselves; YAML is written as it goes.
+    objects themselves; YAML is written as it goes. ``at`` judges as of that moment (``--at``).
     """
+    if at is not None:
+        policy = policy.seen_from(clock=lambda: at)
+    for warning in policy.exceptions.expired_warnings(policy.clock()):
+        print(f"webhook: warning: policy file {policy.source}: {warning}", file=err)
+
+    def unknown(name: str) -> None:
+        print(f"webhook: note: namespace {name!r} has no known labels (no Namespace object among the inputs); "
+              "namespaceSelector judges it as having none", file=err)
+
     tally = Tally()
     rows: list[check_format.Row] = []
     records: list[dict[str, Any]] = []
     errors: list[Unreadable] = []
-    for item in evaluate(items, policy, namespace):
+    scoped = policy.scoped or policy.excepting
+    for item in evaluate(items, policy, namespace, unknown):
         tally.count(item)
         if isinstance(item, Unreadable):
             print(f"webhook: error: {item}", file=err)
@@ -167,7 +224,7 @@ def run(items: Iterable[Manifest | Unreadable], policy: Policy, *, output: Outpu
         elif output == "json":
             records.append(check_format.record(item))
         else:
-            rows.append(check_format.row(item))
+            rows.append(check_format.row(item, scoped=scoped))
     if not tally.objects and not tally.unreadable:
         print("webhook: error: no Kubernetes objects found in the inputs", file=err)
     if output == "table":

@@ -32,12 +32,21 @@ class Row:
     decision: str
     changes: tuple[str, ...]
     messages: tuple[str, ...]
+    scope: str | None = None  # shown only when the policy has scopes or exceptions
 
 
-def row(result: Result) -> Row:
+def row(result: Result, *, scoped: bool = False) -> Row:
     admission = result.admission
     return Row(str(result.manifest.location), result.target.kind, result.display_name, admission.decision,
-               tuple(changes(result.manifest.object, admission.final, admission.patch)), tuple(admission.messages))
+               tuple(changes(result.manifest.object, admission.final, admission.patch)), tuple(admission.messages),
+               scope_cell(result) if scoped else None)
+
+
+def scope_cell(result: Result) -> str:
+    """The scope that decided, or ``baseline``, and the exceptions that admitted an image."""
+    validation = result.admission.validation
+    cell = validation.scope or "baseline"
+    return cell + (f" (exceptions: {', '.join(validation.exceptions)})" if validation.exceptions else "")
 
 
 def changes(original: Any, final: Any, patch: Sequence[Operation]) -> list[str]:
@@ -55,14 +64,19 @@ def changes(original: Any, final: Any, patch: Sequence[Operation]) -> list[str]:
 
 
 def table(rows: Sequence[Row]) -> str:
-    """Aligned columns; an object with several changes or messages takes one line for each."""
-    lines: list[tuple[str, ...]] = [HEADERS]
+    """Aligned columns; an object with several changes or messages takes one line for each.
+    A SCOPE column follows DECISION when the policy has scopes or exceptions."""
+    scoped = any(r.scope is not None for r in rows)
+    headers = (*HEADERS[:4], "SCOPE", *HEADERS[4:]) if scoped else HEADERS
+    lines: list[tuple[str, ...]] = [headers]
     for r in rows:
         height = max(1, len(r.changes), len(r.messages))
         for i in range(height):
-            first = (r.source, r.kind, r.name, r.decision) if i == 0 else ("", "", "", "")
+            first: tuple[str, ...] = (r.source, r.kind, r.name, r.decision) if i == 0 else ("", "", "", "")
+            if scoped:
+                first = (*first, (r.scope or "") if i == 0 else "")
             lines.append((*first, _nth(r.changes, i), _nth(r.messages, i)))
-    widths = [max(len(line[column]) for line in lines) for column in range(len(HEADERS) - 1)]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(headers) - 1)]
     text = ""
     for line in lines:
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
@@ -84,6 +98,7 @@ def record(result: Result) -> dict[str, Any]:
         "namespace": result.namespace, "name": metadata.get("name"),
         "decision": admission.decision, "allowed": validation.allowed, "status": status,
         "warnings": admission.warnings, "patch": admission.patch,
+        "scope": validation.scope, "exceptions": list(validation.exceptions),
     }
 
 
@@ -100,7 +115,11 @@ def json_report(records: list[dict[str, Any]], errors: Sequence[Unreadable], tal
 
 def yaml_document(result: Result) -> str:
     """The object as it would be stored, headed by comments saying where it came from and the answer."""
-    head = [f"# {result.manifest.location}: {result.target.kind} {result.display_name}: {result.admission.decision}"]
+    validation = result.admission.validation
+    decided = f' in scope "{validation.scope}"' if validation.scope else ""
+    decided += f" by exceptions {', '.join(validation.exceptions)}" if validation.exceptions else ""
+    head = [f"# {result.manifest.location}: {result.target.kind} {result.display_name}: {result.admission.decision}"
+            f"{decided}"]
     head += [f"# {' '.join(message.split())}" for message in result.admission.messages]
     body = yaml.safe_dump(result.admission.final, sort_keys=False, allow_unicode=True, default_flow_style=False)
     return "---\n" + "\n".join(head) + "\n" + body

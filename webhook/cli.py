@@ -17,7 +17,7 @@ from webhook.kube.config import ConfigError
 from webhook.logs import configure_logging
 from webhook.pki import CertificateError, KeySpec
 from webhook.policy.model import PolicyError, load_policy
-from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSettings
+from webhook.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, MIB, ServeSettings, rfc3339_moment
 
 EXIT_USAGE = 2
 _SERVE_DEFAULTS = ServeSettings()
@@ -203,6 +203,10 @@ def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                        "(default: %(default)s)")
     check.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
                        help="namespace of objects that name none (default: %(default)s)")
+    check.add_argument("--at", type=rfc3339_moment, metavar="TIME",
+                       help="judge as of this RFC 3339 time, e.g. to see what breaks when an exception expires "
+                       "(default: now)")
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,7 +262,7 @@ def _check(args: argparse.Namespace) -> int:
     from webhook.manifests import read  # noqa: PLC0415
 
     return check.run(read(args.paths, sys.stdin.buffer), load_policy(args.policy),
-                     output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr)
+                     output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr, at=args.at)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -68,3 +68,15 @@ class ServeSettings:
     def service_host(self) -> str:
         """The name the API server verifies: ``<svc>.<ns>.svc``."""
         return f"{self.service_name}.{self.service_namespace}.svc"
+
+
+def rfc3339_moment(text: str) -> float:
+    """``--at TIME`` of check and audit: an RFC 3339 time with a zone, as seconds since the epoch."""
+    import argparse  # noqa: PLC0415 - only the commands that take --at need it
+
+    from webhook.policy.scopes import parse_rfc3339  # noqa: PLC0415
+
+    try:
+        return parse_rfc3339(text).timestamp()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.policy.match import labels_of
 from webhook.untrusted import quote
 
 V1 = "admission.k8s.io/v1"
@@ -52,6 +53,18 @@ class Request:
     object: Any = None
     old_object: Any = None
     dry_run: bool = False
+    user: Any = None  # userInfo as it arrived; read only when a policy's match asks
+
+    @property
+    def groups(self) -> Sequence[str]:
+        """userInfo.groups, the strings among them."""
+        groups = self.user.get("groups") if isinstance(self.user, dict) else None
+        return [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """The labels of the object as it arrives (on UPDATE the new object, not the old)."""
+        return labels_of(self.object)
 
     @property
     def object_name(self) -> str | None:
@@ -83,6 +96,9 @@ class Response:
     outcome: Outcome = "allowed"
     # Registry hosts of denied or warned images (UNPARSED_REGISTRY for references that do not parse).
     registries: tuple[str, ...] = ()
+    # The scope whose rules decided (None: the baseline), and the exceptions that admitted an image.
+    scope: str | None = None
+    exceptions: tuple[str, ...] = ()
 
 
 def allowed(*warnings: str) -> Response:
@@ -182,6 +198,7 @@ def decode_review(body: bytes, max_values: int | None = None) -> Request:
         object=request.get("object"),
         old_object=request.get("oldObject"),
         dry_run=request.get("dryRun") is True,
+        user=user,
     )
 
 

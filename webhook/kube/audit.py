@@ -66,6 +66,8 @@ class Finding:
     name: str
     uid: str
     response: Response | None  # None once the object is deleted
+    # (name, expiry) of each exception without which the object would be denied or warned about
+    exceptions: tuple[tuple[str, str], ...] = ()
 
     @property
     def decision(self) -> str:
@@ -73,7 +75,9 @@ class Finding:
             return "deleted"
         if not self.response.allowed:
             return "denied"
-        return "warned" if self.response.outcome == "warned" else "allowed"
+        if self.response.outcome == "warned":
+            return "warned"
+        return "excepted" if self.response.exceptions else "allowed"
 
     @property
     def messages(self) -> list[str]:
@@ -88,7 +92,9 @@ class Finding:
             "code": response.code, "reason": response.reason, "message": response.message}
         return {"event": self.event, "apiVersion": self.target.api_version, "kind": self.target.kind,
                 "namespace": self.namespace, "name": self.name, "uid": self.uid, "decision": self.decision,
-                "status": status, "warnings": clean_warnings(response.warnings) if response else []}
+                "status": status, "warnings": clean_warnings(response.warnings) if response else [],
+                "scope": response.scope if response else None,
+                "exceptions": [{"name": name, "expires": expires} for name, expires in self.exceptions]}
 
 
 def preflight(client: KubeClient, namespace: str | None, *, watch: bool) -> None:
@@ -122,8 +128,9 @@ class Auditor:
     def observe(self, obj: dict[str, Any], event: str) -> None:
         key, (namespace, name) = uid(obj), names(obj)
         response = judge(obj, self.target, self.policy)
-        finding = Finding(event, self.target, namespace, name, key, response)
-        if response.allowed and response.outcome != "warned":
+        exceptions = tuple((n, self.policy.exceptions.expires_text(n)) for n in response.exceptions)
+        finding = Finding(event, self.target, namespace, name, key, response, exceptions)
+        if response.allowed and response.outcome != "warned" and not response.exceptions:
             if self.track and self.violations.pop(key, None) is not None:
                 self.report(Finding("RESOLVED", self.target, namespace, name, key, response))
             return
@@ -157,13 +164,14 @@ class Report:
         self.out = out
         self.err = err
         self.lock = threading.Lock()
-        self.denied = self.warned = 0
+        self.denied = self.warned = self.excepted = 0
         self.header = False
 
     def finding(self, finding: Finding) -> None:
         with self.lock:
             self.denied += finding.decision == "denied"
             self.warned += finding.decision == "warned"
+            self.excepted += finding.decision == "excepted"
             if self.output == "json":
                 self.out.write(orjson.dumps(finding.record()).decode() + "\n")
             else:
@@ -192,14 +200,20 @@ class Report:
 
 def run(
     client: KubeClient, policy: Policy, *, namespace: str | None, watch: bool, chunk_size: int, output: Output,
-    out: TextIO, err: TextIO, stop: threading.Event, backoff: Backoff | None = None,
+    out: TextIO, err: TextIO, stop: threading.Event, backoff: Backoff | None = None, at: float | None = None,
 ) -> int:
     """Preflight, list every kind, then (``watch``) watch them all until ``stop`` is set.
 
-    Returns 1 when a list found a violation and ``watch`` is off, else 0.
+    Returns 1 when a list found a violation and ``watch`` is off, else 0. ``at`` judges as of
+    that moment (``--at``), the note about expired exceptions included.
     """
+    policy.refuse_namespace_selector("audit", "read the cluster's namespaces")
+    if at is not None:
+        policy = policy.seen_from(clock=lambda: at)
     preflight(client, namespace, watch=watch)
     report = Report(output, watch=watch, out=out, err=err)
+    for warning in policy.exceptions.expired_warnings(policy.clock()):
+        report.warning(f"policy file {policy.source}: {warning}")
     reflectors = []
     for target in RESOURCES:
         prefix = f"/apis/{target.group}/{target.version}" if target.group else f"/api/{target.version}"
@@ -213,6 +227,8 @@ def run(
         objects = sum(r.objects for r in reflectors)
         summary = (f"audited {objects} object{'' if objects == 1 else 's'} of {len(RESOURCES)} kinds in {scope}: "
                    f"{report.denied} denied, {report.warned} warned")
+        if report.excepted:  # running only because of an exception, which will expire
+            summary += f", {report.excepted} excepted"
         if output == "table":
             print(f"\n{summary}" if report.header else summary, file=out, flush=True)
         else:

@@ -27,7 +27,7 @@ from webhook.kube.registration import (
     to_yaml,
 )
 from webhook.policy.model import PolicyError, load_policy
-from webhook.settings import DEFAULT_SERVICE
+from webhook.settings import DEFAULT_SERVICE, rfc3339_moment
 
 if TYPE_CHECKING:
     from webhook.kube.client import KubeClient
@@ -154,6 +154,9 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                        help="a table, or one JSON object per line (default: %(default)s)")
     audit.add_argument("--chunk-size", type=_page_size, default=500, metavar="N",
                        help="objects per list page, sent as limit= (default: %(default)s)")
+    audit.add_argument("--at", type=rfc3339_moment, metavar="TIME",
+                       help="judge as of this RFC 3339 time, e.g. to see what breaks when an exception expires "
+                       "(default: now)")
     cluster_flags(audit)
 
 
@@ -268,7 +271,7 @@ def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         with _client(args, environ) as client:
             return audit.run(client, policy, namespace=args.namespace, watch=args.watch, chunk_size=args.chunk_size,
-                             output=args.output, out=sys.stdout, err=sys.stderr, stop=stop)
+                             output=args.output, out=sys.stdout, err=sys.stderr, stop=stop, at=args.at)
     except KeyboardInterrupt:  # Ctrl-C during a one-off list
         return 130
     finally:

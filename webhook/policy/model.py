@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from webhook.policy import kubeyaml
 from webhook.policy.defaults import (
@@ -26,6 +37,7 @@ from webhook.policy.defaults import (
     image_probes,
     render_path,
 )
+from webhook.policy.match import Match, MatchSpec, Subject, valid_name
 from webhook.policy.patterns import Allowlist, Pattern, PatternError, parse_pattern
 from webhook.policy.podspecs import MalformedObject, pod_spec_path
 from webhook.policy.references import InvalidReference, parse_reference
@@ -38,9 +50,19 @@ from webhook.policy.rewrite import (
     fresh_component,
     parse_prefix,
 )
+from webhook.policy.scopes import (
+    ExceptionRule,
+    Exceptions,
+    Mode,
+    NamespaceLabels,
+    Rules,
+    Scope,
+    Scopes,
+    no_namespace_labels,
+    parse_rfc3339,
+)
 from webhook.policy.verdicts import ImageJudge
 
-Mode = Literal["enforce", "warn", "off"]
 DEFAULT_POLICY_SOURCE = "<embedded default policy>"
 
 
@@ -82,17 +104,19 @@ class RewriteSpec(_Strict):
     to: PrefixText
 
 
+def _yaml_off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted ``off`` (also ``no``, ``false``) as boolean false.
+    return "off" if value is False else value
+
+
+ModeText = Annotated[Mode, BeforeValidator(_yaml_off)]
+
+
 class ImagesSpec(_Strict):
-    mode: Mode = "enforce"
+    mode: ModeText = "enforce"
     allow: list[PatternText] | None = None
     requireDigest: bool = Field(default=False, strict=True)
     rewrite: list[RewriteSpec] = []
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads an unquoted ``off`` (also ``no``, ``false``) as boolean false.
-        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _allow_required(self) -> ImagesSpec:
@@ -122,12 +146,59 @@ class DefaultsSpec(_Strict):
         return _one_name(value) if value else value
 
 
+PolicyName = Annotated[str, Field(strict=True), AfterValidator(valid_name)]
+
+
+class ScopeImagesSpec(_Strict):
+    """What a scope may change of the baseline's image rules; a key left out keeps the baseline's."""
+
+    mode: ModeText | None = None
+    allow: list[PatternText] | None = None
+    requireDigest: bool | None = Field(default=None, strict=True)
+    inheritAllow: bool = Field(default=True, strict=True)
+
+    @model_validator(mode="after")
+    def _allow_required(self) -> ScopeImagesSpec:
+        if not self.inheritAllow and self.allow is None:
+            raise ValueError("'allow' is required with inheritAllow: false (an empty list denies every image)")
+        return self
+
+
+class ScopeSpec(_Strict):
+    name: PolicyName
+    match: MatchSpec
+    images: ScopeImagesSpec = ScopeImagesSpec()
+
+
+def _expiry(value: Any) -> Any:
+    parse_rfc3339(value)  # its ValueError names the problem
+    return value
+
+
+class ExceptionSpec(_Strict):
+    name: PolicyName
+    reason: str = Field(strict=True, min_length=1)
+    expires: Annotated[Any, AfterValidator(_expiry)]
+    match: MatchSpec
+    images: list[PatternText] = Field(min_length=1)
+
+    @field_validator("reason")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must say why the exception exists")
+        return value
+
+
 class PolicySpec(_Strict):
     images: ImagesSpec
     exemptNamespaces: list[str] = []
     # What a validating answer is when evaluation overruns its deadline.
     failureMode: Literal["deny", "allow"] = "deny"
     defaults: list[DefaultsSpec] = []
+    scopes: list[ScopeSpec] = []
+    exceptions: list[ExceptionSpec] = []
+    exceptionWarningDays: int = Field(default=14, strict=True, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +216,45 @@ class Policy:
     # Every registry host the policy names, in images.allow and in rewrite prefixes: a bounded
     # set the author chose, unlike the hosts of the images that requests carry.
     registries: frozenset[str]
+    baseline: Rules
+    scopes: Scopes
+    exceptions: Exceptions
+    scoped: bool  # any scopes: a plain flag, as the request path reads it on every review
+    excepting: bool  # any exceptions
+    # What a decision is made against: the wall clock (``check --at`` fixes it) and namespace labels.
+    clock: Callable[[], float] = time.time
+    namespace_labels: NamespaceLabels = no_namespace_labels
+
+    @property
+    def needs_namespace_labels(self) -> bool:
+        """True when a scope or exception selects by namespaceSelector."""
+        return self.namespace_selector_key is not None
+
+    @property
+    def namespace_selector_key(self) -> str | None:
+        """Where the policy first selects by namespace labels, for a command that has none to give."""
+        places = [(f"scopes[{i}]", scope.match) for i, scope in enumerate(self.scopes.scopes)]
+        places += [(f"exceptions[{i}]", exception.match) for i, exception in enumerate(self.exceptions.items)]
+        return next((f"{key}.match.namespaceSelector" for key, match in places if match.namespace_selector), None)
+
+    def refuse_namespace_selector(self, command: str, source_of_labels: str) -> None:
+        """Refuse, naming the key, a policy that selects by namespace labels ``command`` cannot read yet."""
+        key = self.namespace_selector_key
+        if key is not None:
+            raise PolicyError(self.source, key, f"namespaceSelector needs {command} to {source_of_labels}, which "
+                              f"{command} does not do yet; `webhook check` can judge with it")
+
+    def seen_from(self, *, clock: Callable[[], float] | None = None,
+                  namespace_labels: NamespaceLabels | None = None) -> Policy:
+        """The same compiled policy, deciding at another moment or with namespace labels known."""
+        return replace(self, clock=clock or self.clock, namespace_labels=namespace_labels or self.namespace_labels)
+
+    def rules_for(self, subject: Subject) -> Rules:
+        """The image rules of the first scope that selects the request, else the baseline's."""
+        if not self.scoped:
+            return self.baseline
+        scope = self.scopes.select(subject, self.namespace_labels)
+        return self.baseline if scope is None else scope.rules
 
     @property
     def allowlist(self) -> Allowlist:
@@ -158,6 +268,10 @@ class Policy:
     def compile(cls, spec: PolicySpec, source: str, raw: bytes) -> Policy:
         patterns: list[Pattern] = [parse_pattern(text) for text in spec.images.allow or []]
         rewriter = _compile_rewrite(spec.images.rewrite, source)
+        judge = ImageJudge(Allowlist(patterns), spec.images.requireDigest)
+        baseline = Rules(None, spec.images.mode, judge)
+        scopes = _compile_scopes(spec, patterns, source)
+        exceptions = _compile_exceptions(spec, source)
         policy = cls(
             mode=spec.images.mode,
             exempt_namespaces=frozenset(spec.exemptNamespaces),
@@ -166,29 +280,70 @@ class Policy:
             sha256=hashlib.sha256(raw).hexdigest(),
             defaults=_compile_defaults(spec.defaults, source),
             rewriter=rewriter,
-            images=ImageJudge(Allowlist(patterns), spec.images.requireDigest),
+            images=judge,
             registries=frozenset(
                 [p.registry for p in patterns]
+                + [p.registry for scope in scopes.scopes for p in scope.rules.allowlist.patterns]
                 + [prefix.registry for rule in rewriter.rules for prefix in (rule.source, rule.target)]
             ),
+            baseline=baseline,
+            scopes=scopes,
+            exceptions=exceptions,
+            scoped=bool(scopes.scopes),
+            excepting=bool(exceptions.items),
         )
-        if policy.mode != "off":
-            _refuse_results_breaking_rules(policy)
+        for rules in (baseline, *(scope.rules for scope in scopes.scopes)):
+            if rules.mode != "off":
+                _refuse_results_breaking_rules(policy, rules)
         return policy
 
-    def image_problem(self, image: str) -> str | None:
+    def image_problem(self, image: str, rules: Rules | None = None) -> str | None:
         """Why the validating webhook would refuse ``image`` once mutation is done, if it would."""
         try:
             ref = parse_reference(image)
         except InvalidReference as exc:
             return exc.problem
         ref = self.rewriter.rewrite(ref) or ref
-        fault = self.images.judge_ref(ref)
+        rules = rules or self.baseline
+        fault = rules.images.judge_ref(ref)
         if fault is None:
             return None
         if fault.registry_denied:
-            return f"{ref} is not allowed by images.allow ({self.allowlist})"
-        return "has no digest, and images.requireDigest is true"
+            return f"{ref} is not allowed by images.allow{_in(rules)} ({rules.allowlist})"
+        return f"has no digest, and images.requireDigest is true{_in(rules)}"
+
+
+def _in(rules: Rules) -> str:
+    return f' in scope "{rules.scope}"' if rules.scope else ""
+
+
+def _compile_scopes(spec: PolicySpec, baseline: list[Pattern], source: str) -> Scopes:
+    seen: set[str] = set()
+    scopes: list[Scope] = []
+    for index, scope in enumerate(spec.scopes):
+        if scope.name in seen:
+            raise PolicyError(source, f"scopes[{index}].name", f"scope {scope.name!r} is named twice")
+        seen.add(scope.name)
+        images = scope.images
+        own = [parse_pattern(text) for text in images.allow or []]
+        patterns = own + baseline if images.inheritAllow else own
+        require = spec.images.requireDigest if images.requireDigest is None else images.requireDigest
+        rules = Rules(scope.name, images.mode or spec.images.mode, ImageJudge(Allowlist(patterns), require))
+        scopes.append(Scope(Match.compile(scope.match), rules))
+    return Scopes(tuple(scopes))
+
+
+def _compile_exceptions(spec: PolicySpec, source: str) -> Exceptions:
+    seen: set[str] = set()
+    items: list[ExceptionRule] = []
+    for index, exception in enumerate(spec.exceptions):
+        if exception.name in seen:
+            raise PolicyError(source, f"exceptions[{index}].name", f"exception {exception.name!r} is named twice")
+        seen.add(exception.name)
+        items.append(ExceptionRule(exception.name, exception.reason, parse_rfc3339(exception.expires),
+                                Match.compile(exception.match),
+                                Allowlist([parse_pattern(text) for text in exception.images])))
+    return Exceptions(tuple(items), spec.exceptionWarningDays)
 
 
 def _compile_rewrite(specs: list[RewriteSpec], source: str) -> Rewriter:
@@ -214,12 +369,13 @@ def _compile_defaults(specs: list[DefaultsSpec], source: str) -> Defaults:
         raise PolicyError(source, _set_key(exc.rule, exc.path), exc.problem) from None
 
 
-def _refuse_results_breaking_rules(policy: Policy) -> None:
-    """A policy must admit what its own mutation produces, or every such object is denied."""
-    rules = policy.rewriter.rules
-    fresh = fresh_component([c for p in policy.allowlist.patterns for c in p.path]
-                            + [c for rule in rules for c in rule.source.path])
-    for rewrite in rules:
+def _refuse_results_breaking_rules(policy: Policy, rules: Rules) -> None:
+    """A policy must admit what its own mutation produces, or every such object is denied: under
+    the baseline, and under every scope, with the allow patterns in force there."""
+    rewrites = policy.rewriter.rules
+    fresh = fresh_component([c for p in rules.allowlist.patterns for c in p.path]
+                            + [c for rule in rewrites for c in rule.source.path])
+    for rewrite in rewrites:
         if rewrite.identity:  # it rewrites nothing: what it keeps is judged as it is
             continue
         key = f"images.rewrite[{rewrite.index}].to"
@@ -228,11 +384,11 @@ def _refuse_results_breaking_rules(policy: Policy) -> None:
         except InvalidReference as exc:
             raise PolicyError(policy.source, key, f"rewritten images would not be valid references: {exc}") from None
         for original, result in deciding:
-            if not policy.allowlist.allows(result):
+            if not rules.allowlist.allows(result):
                 raise PolicyError(
                     policy.source, key,
                     f"rewritten images such as {str(result)!r} (from {str(original)!r}) would not be allowed "
-                    f"by images.allow ({policy.allowlist})",
+                    f"by images.allow{_in(rules)} ({rules.allowlist})",
                 )
     for rule in policy.defaults.rules:  # merged trees produce exactly the union of these images
         key = f"defaults[{rule.index}].set"
@@ -245,7 +401,7 @@ def _refuse_results_breaking_rules(policy: Policy) -> None:
             except MalformedObject as exc:
                 raise PolicyError(policy.source, key, f"would make a {kind} unreadable: {exc}") from None
             for field, image in produced:
-                problem = policy.image_problem(image)
+                problem = policy.image_problem(image, rules)
                 if problem is not None:
                     raise PolicyError(
                         policy.source, key,

@@ -29,7 +29,7 @@ from webhook.pki import CertificateError
 from webhook.policy.model import Policy, load_policy
 from webhook.server.clientauth import ClientCertificateGate
 from webhook.server.lifecycle import Lifecycle
-from webhook.server.policy_reload import PolicyReloader
+from webhook.server.policy_reload import PolicyReloader, refuse_unservable
 from webhook.server.protocol import WRITE_CHUNK, Direct
 from webhook.server.telemetry import Telemetry
 from webhook.server.tls import rfc3339 as _rfc3339
@@ -81,8 +81,10 @@ class ServerState:
              tls: ServingTLS | None = None) -> ServerState:
         files = CertFiles(settings.cert_dir)
         tls = tls or ServingTLS.from_settings(settings)
+        policy = load_policy(settings.policy)
+        refuse_unservable(policy)  # as at start: the file may have changed since the parent read it
         cluster = _cluster_monitor(settings, files, telemetry)
-        state = cls(load_policy(settings.policy), tls, lifecycle, telemetry, cluster=cluster)
+        state = cls(policy, tls, lifecycle, telemetry, cluster=cluster)
         if state.cluster is not None:
             tls.on_ca_change(state.cluster.request_sync)  # publish a new ca.crt as the caBundle at once
         telemetry.policy_loaded(state.policy)
@@ -317,7 +319,11 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
 
 def policy_check(state: ServerState) -> dict[str, object]:
     """Always ready: a refused reload leaves the last good policy in force, and says so here."""
-    check: dict[str, object] = {"ready": True, "source": state.policy.source, "sha256": state.policy.sha256}
+    policy = state.policy
+    check: dict[str, object] = {
+        "ready": True, "source": policy.source, "sha256": policy.sha256, "scopes": len(policy.scopes.scopes),
+        "exceptions": len(policy.exceptions.items), "expiredExceptions": policy.exceptions.expired(time.time()),
+    }
     reload = state.policy_reload
     if reload is not None:
         check["loadedAt"] = rfc3339(reload.loaded_at)

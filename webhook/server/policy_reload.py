@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,20 @@ from webhook.server.telemetry import Telemetry
 from webhook.server.watch import Contents, ContentWatcher, Poller
 
 log = logging.getLogger("webhook.policy")
+
+
+def refuse_unservable(policy: Policy) -> None:
+    """What serve cannot decide yet: a namespaceSelector, for want of namespace labels.
+
+    Refused at start and on reload alike, so a policy that loads is one serve can honour.
+    """
+    policy.refuse_namespace_selector("serve", "keep the cluster's namespaces (the namespace informer)")
+
+
+def warn_of_expired(policy: Policy) -> None:
+    """Exceptions expire while serve runs, so an expired one loads, and is logged at each load."""
+    for warning in policy.exceptions.expired_warnings(time.time()):
+        log.warning("policy %s: %s", policy.source, warning, extra={"fields": {"file": policy.source}})
 
 
 class PolicyReloader:
@@ -47,6 +62,7 @@ class PolicyReloader:
             if raw is None:
                 raise PolicyError(str(self.path), "", "has vanished or cannot be read; keeping the last good policy")
             policy = parse_policy(raw, str(self.path))
+            refuse_unservable(policy)
         except PolicyError as exc:
             self.last_error, self.last_error_at = str(exc), dt.datetime.now(dt.UTC)
             self._telemetry.policy_reloads.labels("error").inc()
@@ -57,5 +73,6 @@ class PolicyReloader:
         self.loaded_at, self.last_error, self.last_error_at = dt.datetime.now(dt.UTC), None, None
         self._telemetry.policy_reloads.labels("success").inc()
         self._telemetry.policy_loaded(policy, previous)
+        warn_of_expired(policy)
         log.info("policy reloaded from %s: sha256:%s (was sha256:%s)", self.path, policy.sha256[:12],
                  previous.sha256[:12])

@@ -25,6 +25,7 @@ from webhook.server.heap import fix_mmap_threshold
 from webhook.server.lifecycle import DrainingServer, Lifecycle
 from webhook.server.limits import raise_open_file_limit
 from webhook.server.listen import ListenError, bind
+from webhook.server.policy_reload import refuse_unservable, warn_of_expired
 from webhook.server.protocol import Direct, WebhookHttpProtocol
 from webhook.server.supervisor import supervise
 from webhook.server.telemetry import MULTIPROCESS_ENV, Telemetry
@@ -147,6 +148,8 @@ def serve(settings: ServeSettings) -> int:
     switch admission off for all of them.
     """
     policy = load_policy(settings.policy)
+    refuse_unservable(policy)
+    warn_of_expired(policy)
     files = prepare_certificates(settings)
     ServingTLS.from_settings(settings).check()  # an unusable pair or client CA: CertificateError, nothing bound
     raise_open_file_limit()

@@ -31,6 +31,8 @@ _KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 SERIES_CACHE_LIMIT = 1024
 # (the kind as labelled, the requests counter, the duration histogram) of one review's labels
 _Series = tuple[str, Counter, Histogram]
+# (webhook, operation, kind, outcome, mode, scope) of one review
+_Key = tuple[str, str, str, str, str, str | None]
 
 
 class BoundedLabel:
@@ -56,7 +58,7 @@ class Telemetry:
         self.registry = None if multiprocess_dir else CollectorRegistry()
         r = self.registry
         self.requests = Counter("webhook_admission_requests", "Admission reviews answered.",
-                                ["webhook", "operation", "kind", "decision", "mode"], registry=r)
+                                ["webhook", "operation", "kind", "decision", "mode", "scope"], registry=r)
         self.duration = Histogram("webhook_admission_duration_seconds", "Time from request to answer.",
                                   ["webhook"], buckets=DURATION_BUCKETS, registry=r)
         self.violations = Counter("webhook_image_violations", "Images denied or warned, by registry host.",
@@ -73,8 +75,14 @@ class Telemetry:
         self.permission_allowed = Gauge("webhook_permission_allowed",
                                         "1 when the last check found the permission granted, else 0.",
                                         ["verb", "resource"], registry=r, multiprocess_mode="livemin")
+        # Label values are exception names from the policy: as many as the policy has.
+        self.exception_admissions = Counter("webhook_exception_admissions",
+                                            "Images admitted only by a policy exception.", ["exception"], registry=r)
+        self.exception_expiry = Gauge("webhook_exception_expiry_timestamp_seconds",
+                                      "When each exception of the policy in force expires.", ["exception"],
+                                      registry=r, multiprocess_mode="livemax")
         self._kinds = BoundedLabel()
-        self._series: dict[tuple[str, str, str, str, str], _Series] = {}
+        self._series: dict[_Key, _Series] = {}
         self._violations = _Children(self.violations, str)  # by registry_label()
         self._patches = _Children(self.patches, str)
 
@@ -85,13 +93,15 @@ class Telemetry:
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
-    def _look_up(self, webhook: str, operation: str, kind: str, outcome: str, mode: str) -> _Series:
+    def _look_up(self, key: _Key) -> _Series:
         """The labelled series a review counts in, remembered: labels() costs more than our whole
-        decision for a small Pod. Bounded, as the label values are."""
+        decision for a small Pod. Bounded, as the label values are (a scope is a name in the policy)."""
+        webhook, operation, kind, outcome, mode, scope = key
         label = self._kinds(kind) if _KIND.fullmatch(kind) else "other"
-        series = (label, self.requests.labels(webhook, operation, label, outcome, mode), self.duration.labels(webhook))
+        series = (label, self.requests.labels(webhook, operation, label, outcome, mode, scope or "baseline"),
+                  self.duration.labels(webhook))
         if len(self._series) < SERIES_CACHE_LIMIT:
-            self._series[(webhook, operation, kind, outcome, mode)] = series
+            self._series[key] = series
         return series
 
     def permissions_checked(self, results: Sequence[Access]) -> None:
@@ -105,12 +115,16 @@ class Telemetry:
         if previous is not None and previous.sha256 != policy.sha256:
             self.policy_info.labels(hash=previous.sha256[:12]).set(0)
         self.policy_info.labels(hash=policy.sha256[:12]).set(1)
+        for exception in policy.exceptions.items:
+            self.exception_expiry.labels(exception.name).set(exception.expiry_timestamp)
 
     def observe(self, webhook: str, request: Request, response: Response, policy: Policy, seconds: float) -> None:
-        key = (webhook, request.operation, request.kind, response.outcome, policy.mode)
+        scope = response.scope
+        mode = policy.mode if scope is None else policy.scopes.modes.get(scope, policy.mode)  # the deciding rules'
+        key = (webhook, request.operation, request.kind, response.outcome, mode, scope)
         series = self._series.get(key)
         if series is None:
-            series = self._look_up(*key)
+            series = self._look_up(key)
         kind, requests, duration = series
         requests.inc()
         duration.observe(seconds)
@@ -118,7 +132,9 @@ class Telemetry:
             self._violations(registry_label(registry, policy)).inc()
         if response.patch:
             self._patches(kind).inc()
-        if response.outcome != "allowed" or response.patch:
+        for exception in response.exceptions:
+            self.exception_admissions.labels(exception).inc()
+        if response.outcome != "allowed" or response.patch or response.exceptions:  # an exception is worth a line
             log_decision(webhook, request, response, seconds)
         elif log.isEnabledFor(logging.DEBUG):
             log_decision(webhook, request, response, seconds, level=logging.DEBUG)
@@ -167,6 +183,8 @@ def log_decision(
         "namespace": request.namespace,
         "name": request.object_name,
         "user": request.username,
+        "scope": response.scope,
+        "exceptions": list(response.exceptions) or None,
         "operation": request.operation,
         "decision": decision,
         "code": response.code,
