@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -102,22 +104,32 @@ def test_the_default_window_is_a_third_of_the_leafs_own_lifetime(tmp_path: Path)
 
 # --- CA rotation ----------------------------------------------------------------------------
 
+def rotate_through_the_stages(directory: Path, old: Any, now: dt.datetime, old_alone_until: int,
+                              each: Callable[[int, Any], None] = lambda stage, result: None) -> tuple[list[str], Any]:
+    """Run the three stages of --rotate-ca; at each, clients of the ca.crt before and of this one
+    connect, and so does one trusting the new CA alone, or the old one alone up to a stage."""
+    published = [pem(old)]
+    new = None
+    for stage in (1, 2, 3):
+        result = run(directory, rotate=True, now=now)
+        assert result.rotated_to == stage
+        published.append((directory / "ca.crt").read_text())
+        new = bundle(directory)[-1]
+        assert trusted_by(directory, published[-2]), f"stage {stage}: client of the stage before"
+        assert trusted_by(directory, published[-1]), f"stage {stage}: client of this stage"
+        assert trusted_by(directory, pem(new)), f"stage {stage}: new CA only"
+        assert trusted_by(directory, pem(old)) is (stage <= old_alone_until), f"stage {stage}: old CA only"
+        each(stage, result)
+    return published, new
+
+
 def test_each_stage_keeps_clients_of_the_stage_before_and_of_this_one(tmp_path: Path) -> None:
     """fine-print.md: at every stage, a client trusting the ca.crt of the stage before, or of the
     current one, can connect. Cross-signing adds: during the overlap, either CA alone is enough."""
     now = dt.datetime.now(dt.UTC)  # the handshakes check dates against the real clock
     run(tmp_path, now=now)
     old = bundle(tmp_path)[0]
-    published = [pem(old)]
-    for stage in (1, 2, 3):
-        result = run(tmp_path, rotate=True, now=now)
-        assert result.rotated_to == stage
-        published.append((tmp_path / "ca.crt").read_text())
-        new = bundle(tmp_path)[-1]
-        assert trusted_by(tmp_path, published[-2]), f"stage {stage}: client of the stage before"
-        assert trusted_by(tmp_path, published[-1]), f"stage {stage}: client of this stage"
-        assert trusted_by(tmp_path, pem(new)), f"stage {stage}: new CA only"
-        assert trusted_by(tmp_path, pem(old)) is (stage < 3), f"stage {stage}: old CA only"
+    published, new = rotate_through_the_stages(tmp_path, old, now, old_alone_until=2)
     assert published[1] == published[2] == pem(old, new)
     assert published[3] == pem(new)
 
@@ -253,19 +265,13 @@ def test_without_ca_key_a_certificate_due_for_renewal_is_refused_with_the_way_ou
 def test_without_ca_key_rotation_moves_to_a_new_ca_and_keeps_clients_of_each_stage(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)  # the handshakes check dates against the real clock
     old = without_ca_key(tmp_path, now=now)
-    published = [pem(old)]
-    for stage in (1, 2, 3):
-        result = run(tmp_path, rotate=True, now=now)
-        assert result.rotated_to == stage
-        published.append((tmp_path / "ca.crt").read_text())
-        new = bundle(tmp_path)[-1]
-        assert trusted_by(tmp_path, published[-2]), f"stage {stage}: client of the stage before"
-        assert trusted_by(tmp_path, published[-1]), f"stage {stage}: client of this stage"
-        assert trusted_by(tmp_path, pem(new)), f"stage {stage}: new CA only"
-        # Without the old key nothing can be cross-signed by it: from stage 2 the old CA alone is not enough.
-        assert trusted_by(tmp_path, pem(old)) is (stage == 1), f"stage {stage}: old CA only"
+
+    def at_each_stage(stage: int, result: Any) -> None:
         assert (tmp_path / "ca.key").exists() is (stage > 1)
         assert any("not cross-signed" in note for note in result.notes) is (stage == 2)
+
+    # Without the old key nothing can be cross-signed by it: from stage 2 the old CA alone is not enough.
+    published, new = rotate_through_the_stages(tmp_path, old, now, old_alone_until=1, each=at_each_stage)
     assert published[1] == published[2] == pem(old, new)
     assert published[3] == pem(new)
 
