@@ -317,13 +317,18 @@ def _in(rules: Rules) -> str:
     return f' in scope "{rules.scope}"' if rules.scope else ""
 
 
-def _compile_scopes(spec: PolicySpec, baseline: list[Pattern], source: str) -> Scopes:
+def _refuse_a_name_twice(source: str, key: str, what: str, names: list[str]) -> None:
     seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise PolicyError(source, f"{key}[{index}].name", f"{what} {name!r} is named twice")
+        seen.add(name)
+
+
+def _compile_scopes(spec: PolicySpec, baseline: list[Pattern], source: str) -> Scopes:
+    _refuse_a_name_twice(source, "scopes", "scope", [scope.name for scope in spec.scopes])
     scopes: list[Scope] = []
-    for index, scope in enumerate(spec.scopes):
-        if scope.name in seen:
-            raise PolicyError(source, f"scopes[{index}].name", f"scope {scope.name!r} is named twice")
-        seen.add(scope.name)
+    for scope in spec.scopes:
         images = scope.images
         own = [parse_pattern(text) for text in images.allow or []]
         patterns = own + baseline if images.inheritAllow else own
@@ -334,12 +339,9 @@ def _compile_scopes(spec: PolicySpec, baseline: list[Pattern], source: str) -> S
 
 
 def _compile_exceptions(spec: PolicySpec, source: str) -> Exceptions:
-    seen: set[str] = set()
+    _refuse_a_name_twice(source, "exceptions", "exception", [exception.name for exception in spec.exceptions])
     items: list[ExceptionRule] = []
-    for index, exception in enumerate(spec.exceptions):
-        if exception.name in seen:
-            raise PolicyError(source, f"exceptions[{index}].name", f"exception {exception.name!r} is named twice")
-        seen.add(exception.name)
+    for exception in spec.exceptions:
         items.append(ExceptionRule(exception.name, exception.reason, parse_rfc3339(exception.expires),
                                 Match.compile(exception.match),
                                 Allowlist([parse_pattern(text) for text in exception.images])))
