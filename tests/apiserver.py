@@ -11,7 +11,9 @@ made by our own ``webhook.certs``), and behaves as the real server does where we
 - validating and mutating webhook configurations: GET, list, POST, PUT, PATCH (server-side
   apply) and DELETE, with defaulting, the validation we rely on, ``resourceVersion``, 409
   Conflict/AlreadyExists and 404 NotFound, each with a real ``Status`` body;
-- Pods and the workload kinds: paginated lists and chunked watch streams (``apiserver_watch.py``).
+- every other resource the webhook reads or writes (workloads, namespaces, RBAC, EndpointSlices,
+  PodDisruptionBudgets, PolicyReports): paginated lists, chunked watch streams, get, create,
+  update and delete (``apiserver_store.py``).
 
 The product reaches it only through a kubeconfig file or in-cluster files written by the
 test. ``requests`` records what was asked and answered; ``interceptors`` let a test play a
@@ -51,7 +53,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.apiserver_watch import WORKLOAD_PATH, Dropped, Watch, Workloads
+from tests.apiserver_store import RESOURCE_PATH, Dropped, Store, Watch
 from tests.reviews import pod_spec, workload
 from webhook.certs import ensure_certificates
 
@@ -134,7 +136,7 @@ class ApiServer:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self._version = 1000
-        self.workloads = Workloads(self)
+        self.store = Store(self)
         ensure_certificates(self.directory / "serving", "kubernetes", "default")
         self.ca_file = self.directory / "serving" / "ca.crt"
         self.client_ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -154,7 +156,7 @@ class ApiServer:
         return f"https://127.0.0.1:{self.httpd.server_address[1]}"
 
     def stop(self) -> None:
-        self.workloads.stop()
+        self.store.stop()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -230,11 +232,8 @@ class ApiServer:
             return self._access_review(request)
         match = CONFIG_PATH.match(request.path)
         if not match or match["plural"] not in KINDS:
-            workload = WORKLOAD_PATH.match(request.path)
-            if workload:
-                return self.workloads.route(request, workload["group"] or "", workload["namespace"],
-                                            workload["resource"])
-            return self.not_found()
+            resource = RESOURCE_PATH.match(request.path)
+            return self.store.route(request, resource) if resource else self.not_found()
         plural, name = match["plural"], match["name"] or ""
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
                 "DELETE": "delete"}.get(request.method)
@@ -619,7 +618,7 @@ def docs_cluster(directory: Path, port: int = 0) -> ApiServer:
     server.add_user("jane", "jane-token", *WEBHOOK_RULES)
     server.add_user("ci", "ci-token", *CI_RULES)
     for resource, kind, namespace, name, image in DOCS_WORKLOADS:
-        server.workloads.put(resource, workload(kind, pod_spec(image), name=name, namespace=namespace))
+        server.store.put(resource, workload(kind, pod_spec(image), name=name, namespace=namespace))
     write_kubeconfig(directory / "kubeconfig", server.url, {"token": "jane-token"}, ca_file=server.ca_file,
                      user_name="jane")
     write_kubeconfig(directory / "ci.kubeconfig", server.url, {"token": "ci-token"}, ca_file=server.ca_file,

@@ -92,7 +92,7 @@ def test_server_side_apply_creates_then_merges(http: httpx.Client) -> None:
 
 def test_lists_come_in_pages_in_key_order_without_kind_on_items(apiserver: ApiServer, http: httpx.Client) -> None:
     for namespace, name in [("b", "x"), ("a-b", "y"), ("a", "z")]:
-        apiserver.workloads.put("pods", {"metadata": {"name": name, "namespace": namespace}, "spec": {}})
+        apiserver.store.put("pods", {"metadata": {"name": name, "namespace": namespace}, "spec": {}})
     first = http.get("/api/v1/pods", params={"limit": "2"}).json()
     assert (first["kind"], first["apiVersion"]) == ("PodList", "v1")
     assert [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in first["items"]] == ["a-b/y", "a/z"]
@@ -103,8 +103,8 @@ def test_lists_come_in_pages_in_key_order_without_kind_on_items(apiserver: ApiSe
     assert "continue" not in second["metadata"]
     assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     assert [i["metadata"]["name"] for i in http.get("/api/v1/namespaces/b/pods").json()["items"]] == ["x"]
-    apiserver.workloads.put("pods", {"metadata": {"name": "w", "namespace": "c"}})
-    apiserver.workloads.compact()
+    apiserver.store.put("pods", {"metadata": {"name": "w", "namespace": "c"}})
+    apiserver.store.compact()
     gone = http.get("/api/v1/pods", params={"limit": "2", "continue": first["metadata"]["continue"]})
     assert (gone.status_code, gone.json()["reason"]) == (410, "Expired")
     rest = http.get("/api/v1/pods", params={"limit": "2", "continue": gone.json()["metadata"]["continue"]}).json()
@@ -112,7 +112,7 @@ def test_lists_come_in_pages_in_key_order_without_kind_on_items(apiserver: ApiSe
 
 
 def test_a_watch_is_a_chunked_stream_of_json_lines(apiserver: ApiServer, http: httpx.Client) -> None:
-    store = apiserver.workloads
+    store = apiserver.store
     start = store.put("pods", {"metadata": {"name": "a", "namespace": "n"}})["metadata"]["resourceVersion"]
     store.put("pods", {"metadata": {"name": "b", "namespace": "n"}})
     store.delete("pods", "n", "a")
@@ -134,7 +134,7 @@ def test_a_watch_is_a_chunked_stream_of_json_lines(apiserver: ApiServer, http: h
 def test_a_watch_from_before_compaction_gets_410_and_a_drop_cuts_the_body(
     apiserver: ApiServer, http: httpx.Client
 ) -> None:
-    store = apiserver.workloads
+    store = apiserver.store
     old = store.put("pods", {"metadata": {"name": "a", "namespace": "n"}})["metadata"]["resourceVersion"]
     store.put("pods", {"metadata": {"name": "b", "namespace": "n"}})
     store.compact()
@@ -166,6 +166,63 @@ def test_list_and_watch_are_authorized_per_namespace(apiserver: ApiServer, http:
                                          "at the cluster scope")
     watch = http.get("/api/v1/namespaces/team/pods", params={"watch": "true"}, headers=headers)
     assert watch.json()["message"].endswith('cannot watch resource "pods" in API group "" in the namespace "team"')
+
+
+def test_objects_are_got_created_updated_and_deleted_by_name(apiserver: ApiServer, http: httpx.Client) -> None:
+    apiserver.add_user("admin", None, Rule(("*",), ("*",)))
+    path = "/apis/wgpolicyk8s.io/v1alpha2/namespaces/shop/policyreports"
+    report = {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+              "metadata": {"name": "r", "labels": {"app.kubernetes.io/managed-by": "admission-webhook"}}, "results": []}
+    created = http.post(path, json=report)
+    assert created.status_code == 201
+    assert created.json()["metadata"]["namespace"] == "shop"
+    version = created.json()["metadata"]["resourceVersion"]
+    assert http.post(path, json=report).json()["reason"] == "AlreadyExists"
+    assert http.get(f"{path}/r").json()["metadata"]["uid"] == created.json()["metadata"]["uid"]
+    assert http.get(f"{path}/nope").status_code == 404
+    changed = {**created.json(), "results": [{"result": "pass"}]}
+    updated = http.put(f"{path}/r", json=changed)
+    assert updated.status_code == 200 and updated.json()["metadata"]["resourceVersion"] != version
+    stale = http.put(f"{path}/r", json=changed)  # still carries the old resourceVersion
+    assert (stale.status_code, stale.json()["reason"]) == (409, "Conflict")
+    wrong = http.post(path, json={**report, "kind": "ClusterPolicyReport"})
+    assert wrong.status_code == 400
+    assert http.get(path, params={"labelSelector": "app.kubernetes.io/managed-by=admission-webhook"}).json()["items"]
+    assert not http.get(path, params={"labelSelector": "app.kubernetes.io/managed-by!=admission-webhook"}).json()[
+        "items"]
+    assert not http.get(path, params={"labelSelector": "!app.kubernetes.io/managed-by"}).json()["items"]
+    assert http.delete(f"{path}/r").status_code == 200
+    assert http.get(f"{path}/r").status_code == 404
+    apiserver.store.max_object_bytes = 1000
+    huge = {**report, "results": [{"message": "x" * 2000}]}
+    assert http.post(path, json=huge).json()["message"] == "etcdserver: request is too large"
+
+
+def test_namespaces_belong_to_no_namespace_and_are_listed_watched_and_got(
+    apiserver: ApiServer, http: httpx.Client
+) -> None:
+    apiserver.add_user("admin", None, Rule(("get", "list", "watch"), ("namespaces",), ("",)))
+    store = apiserver.store
+    start = store.put("namespaces", {"metadata": {"name": "shop", "labels": {"env": "prod"}}})
+    store.put("namespaces", {"metadata": {"name": "other"}})
+    assert start["metadata"]["labels"] == {"env": "prod", "kubernetes.io/metadata.name": "shop"}
+    assert "namespace" not in start["metadata"]
+    listed = http.get("/api/v1/namespaces").json()
+    assert (listed["kind"], [i["metadata"]["name"] for i in listed["items"]]) == ("NamespaceList", ["other", "shop"])
+    one = http.get("/api/v1/namespaces", params={"fieldSelector": "metadata.name=shop"}).json()
+    assert [i["metadata"]["name"] for i in one["items"]] == ["shop"]
+    assert http.get("/api/v1/namespaces/shop").json()["status"] == {"phase": "Active"}
+    assert http.get("/api/v1/namespaces/shop/namespaces").status_code == 404  # not a namespaced resource
+    store.put("namespaces", {"metadata": {"name": "shop", "labels": {"env": "dev"}}})
+    params = {"watch": "true", "resourceVersion": start["metadata"]["resourceVersion"], "timeoutSeconds": "1"}
+    with http.stream("GET", "/api/v1/namespaces", params=params) as response:
+        events = [json.loads(line) for line in response.iter_lines()]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "other"), ("MODIFIED", "shop")]
+    assert events[1]["object"]["metadata"]["labels"]["env"] == "dev"
+    apiserver.add_user("dev", "dev-token", Rule(("list",), ("namespaces",), ("",)))
+    refused = http.get("/api/v1/namespaces/shop", headers={"Authorization": "Bearer dev-token"})
+    assert refused.json()["message"] == ('namespaces "shop" is forbidden: User "dev" cannot get resource "namespaces" '
+                                         'in API group "" at the cluster scope')
 
 
 # --- `python -m tests.apiserver`: the stand-in on its own, for the docs' cluster examples ---------

@@ -77,10 +77,10 @@ def test_audit_lists_every_kind_page_by_page_and_reports_each_violation(
     apiserver: ApiServer, auditor: dict[str, str]
 ) -> None:
     for i in range(7):  # four pages of two
-        apiserver.workloads.put("pods", pod(f"p{i}", "evil.io/x:1" if i in (0, 3, 6) else "nginx:1.27"))
-    apiserver.workloads.put("pods", pod("sys", "evil.io/x:1", namespace="kube-system"))  # exempt
-    apiserver.workloads.put("cronjobs.batch", workload("CronJob", pod_spec("evil.io/x:1"), name="nightly"))
-    apiserver.workloads.put("deployments.apps", workload("Deployment", pod_spec("ghcr.io/acme/app:1"), name="ok"))
+        apiserver.store.put("pods", pod(f"p{i}", "evil.io/x:1" if i in (0, 3, 6) else "nginx:1.27"))
+    apiserver.store.put("pods", pod("sys", "evil.io/x:1", namespace="kube-system"))  # exempt
+    apiserver.store.put("cronjobs.batch", workload("CronJob", pod_spec("evil.io/x:1"), name="nightly"))
+    apiserver.store.put("deployments.apps", workload("Deployment", pod_spec("ghcr.io/acme/app:1"), name="ok"))
 
     result = audit("--chunk-size", "2", env=auditor)
     assert result.returncode == 1, result.stderr
@@ -103,7 +103,7 @@ def test_audit_lists_every_kind_page_by_page_and_reports_each_violation(
 
 
 def test_json_gives_one_object_per_line_with_the_servers_status(apiserver: ApiServer, auditor: dict[str, str]) -> None:
-    stored = apiserver.workloads.put("pods", pod("bad", "evil.io/x:1"))
+    stored = apiserver.store.put("pods", pod("bad", "evil.io/x:1"))
     result = audit("-o", "json", env=auditor)
     assert result.returncode == 1
     (line,) = result.stdout.splitlines()
@@ -117,8 +117,8 @@ def test_json_gives_one_object_per_line_with_the_servers_status(apiserver: ApiSe
 def test_a_clean_cluster_exits_0_and_warn_mode_reports_without_failing(
     apiserver: ApiServer, auditor: dict[str, str], tmp_path: Path
 ) -> None:
-    apiserver.workloads.put("pods", pod("fine", "registry.k8s.io/pause:3.9"))
-    apiserver.workloads.put("pods", pod("exempt", "evil.io/x:1", namespace="kube-system"))
+    apiserver.store.put("pods", pod("fine", "registry.k8s.io/pause:3.9"))
+    apiserver.store.put("pods", pod("exempt", "evil.io/x:1", namespace="kube-system"))
     clean = audit(env=auditor)
     assert clean.returncode == 0
     assert clean.stdout == "audited 2 objects of 9 kinds in all namespaces: 0 denied, 0 warned\n"
@@ -136,14 +136,14 @@ def test_image_volumes_and_image_ids_are_audited_as_the_server_judges_them(
     apiserver: ApiServer, auditor: dict[str, str], tmp_path: Path
 ) -> None:
     image_id = "sha256:" + "c0" * 32
-    apiserver.workloads.put("pods", workload("Pod", pod_spec("nginx", volumes=("evil.io/x:1",)), name="vol",
+    apiserver.store.put("pods", workload("Pod", pod_spec("nginx", volumes=("evil.io/x:1",)), name="vol",
                                              namespace="team"))
-    apiserver.workloads.put("pods", workload("Pod", pod_spec("nginx", volumes=("evil.io/x:1",)), name="sys",
+    apiserver.store.put("pods", workload("Pod", pod_spec("nginx", volumes=("evil.io/x:1",)), name="sys",
                                              namespace="kube-system"))  # exempt
-    apiserver.workloads.put("deployments.apps", workload("Deployment", pod_spec("nginx", volumes=("quay.io/t",)),
+    apiserver.store.put("deployments.apps", workload("Deployment", pod_spec("nginx", volumes=("quay.io/t",)),
                                                          name="fine"))
-    apiserver.workloads.put("deployments.apps", workload("Deployment", pod_spec(image_id), name="by-id"))
-    apiserver.workloads.put("cronjobs.batch", workload("CronJob", pod_spec("nginx", volumes=(image_id,)), name="c"))
+    apiserver.store.put("deployments.apps", workload("Deployment", pod_spec(image_id), name="by-id"))
+    apiserver.store.put("cronjobs.batch", workload("CronJob", pod_spec("nginx", volumes=(image_id,)), name="c"))
 
     result = audit("-o", "json", env=auditor)
     assert result.returncode == 1, result.stderr
@@ -176,12 +176,12 @@ def test_an_expired_continue_goes_on_with_the_token_the_server_gives(
     apiserver: ApiServer, auditor: dict[str, str]
 ) -> None:
     for i in range(6):
-        apiserver.workloads.put("pods", pod(f"p{i}", "evil.io/x:1"))
+        apiserver.store.put("pods", pod(f"p{i}", "evil.io/x:1"))
 
     def compact_before_the_second_page(request: Request) -> None:
-        if request.path == "/api/v1/pods" and request.query.get("continue") and not apiserver.workloads.compacted:
-            apiserver.workloads.put("pods", pod("late", "evil.io/x:1", namespace="zz"))  # a write, then
-            apiserver.workloads.compact()  # etcd compacts past the token's snapshot while we page
+        if request.path == "/api/v1/pods" and request.query.get("continue") and not apiserver.store.compacted:
+            apiserver.store.put("pods", pod("late", "evil.io/x:1", namespace="zz"))  # a write, then
+            apiserver.store.compact()  # etcd compacts past the token's snapshot while we page
 
     apiserver.interceptors.append(compact_before_the_second_page)
     result = audit("--chunk-size", "2", "-o", "json", env=auditor)
@@ -195,7 +195,7 @@ def test_an_expired_continue_without_a_token_starts_again_and_skips_what_was_jud
     apiserver: ApiServer, auditor: dict[str, str]
 ) -> None:
     for i in range(5):
-        apiserver.workloads.put("pods", pod(f"p{i}", "evil.io/x:1"))
+        apiserver.store.put("pods", pod(f"p{i}", "evil.io/x:1"))
     refused: list[str] = []
 
     def expire_once(request: Request) -> Any:
@@ -217,8 +217,8 @@ def test_one_namespace_needs_only_that_namespaces_permissions(apiserver: ApiServ
               ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs"),
               ("batch", "cronjobs")]]
     env = env_for(apiserver, tmp_path, "dev", *rules)
-    apiserver.workloads.put("pods", pod("bad", "evil.io/x:1"))
-    apiserver.workloads.put("pods", pod("elsewhere", "evil.io/x:1", namespace="other"))
+    apiserver.store.put("pods", pod("bad", "evil.io/x:1"))
+    apiserver.store.put("pods", pod("elsewhere", "evil.io/x:1", namespace="other"))
     result = audit("-n", "team", env=env)
     assert result.returncode == 1, result.stderr
     assert [line.split()[1] for line in result.stdout.splitlines()[1:-2]] == ["team/bad"]
@@ -231,7 +231,7 @@ def test_one_namespace_needs_only_that_namespaces_permissions(apiserver: ApiServ
 
 def test_missing_list_permission_stops_at_preflight(apiserver: ApiServer, tmp_path: Path) -> None:
     env = env_for(apiserver, tmp_path, "ci", *without(WEBHOOK_RULES, "list", "cronjobs"))
-    apiserver.workloads.put("pods", pod("bad", "evil.io/x:1"))
+    apiserver.store.put("pods", pod("bad", "evil.io/x:1"))
     result = audit(env=env)
     assert result.returncode == 3
     assert result.stdout == ""
@@ -322,7 +322,7 @@ def event(line: dict[str, Any]) -> tuple[str, str, str]:
 def test_watch_reports_added_modified_and_deleted_and_follows_bookmarks(
     apiserver: ApiServer, watching: Callable[..., Watching]
 ) -> None:
-    store = apiserver.workloads
+    store = apiserver.store
     old = store.put("pods", pod("old", "evil.io/x:1"))
     audit_ = watching()
     assert event(audit_.next()) == ("LISTED", "old", "denied")
@@ -386,7 +386,7 @@ def watches_refused(apiserver: ApiServer, path: str) -> Iterator[list[int]]:
 def test_a_dropped_stream_reconnects_from_the_last_version_and_misses_nothing(
     apiserver: ApiServer, watching: Callable[..., Watching]
 ) -> None:
-    store = apiserver.workloads
+    store = apiserver.store
     audit_ = watching()
     until(lambda: store.watching("pods"), "the pod watch")
     first = store.put("pods", pod("a", "evil.io/x:1"))
@@ -408,7 +408,7 @@ def test_a_dropped_stream_reconnects_from_the_last_version_and_misses_nothing(
 def test_410_gone_lists_again_and_reports_what_changed_unseen(
     apiserver: ApiServer, watching: Callable[..., Watching]
 ) -> None:
-    store = apiserver.workloads
+    store = apiserver.store
     store.put("pods", pod("stays", "evil.io/x:1"))
     store.put("pods", pod("goes", "evil.io/x:1"))
     audit_ = watching()
@@ -430,7 +430,7 @@ def test_410_gone_lists_again_and_reports_what_changed_unseen(
 
 
 def test_a_410_from_the_server_mid_watch_lists_again(apiserver: ApiServer, watching: Callable[..., Watching]) -> None:
-    store = apiserver.workloads
+    store = apiserver.store
     audit_ = watching()
     until(lambda: store.watching("replicasets.apps"), "the replicaset watch")
     store.expire_watches("replicasets.apps")  # an ERROR event with a 410 Status, then the end
@@ -471,12 +471,12 @@ def test_the_docs_watch_example(docs_sandbox: tuple[Sandbox, ApiServer]) -> None
             until(lambda: len(watch.output().splitlines()) >= lines, f"{lines} lines")
 
         printed(4)  # the header and three violations listed
-        until(lambda: server.workloads.watching("pods"), "the pod watch")
-        server.workloads.put("pods", workload("Pod", pod_spec("evil.io/miner:latest"), name="debug", namespace="shop"))
+        until(lambda: server.store.watching("pods"), "the pod watch")
+        server.store.put("pods", workload("Pod", pod_spec("evil.io/miner:latest"), name="debug", namespace="shop"))
         printed(5)
-        server.workloads.put("pods", workload("Pod", pod_spec("nginx:1.27"), name="debug", namespace="shop"))
+        server.store.put("pods", workload("Pod", pod_spec("nginx:1.27"), name="debug", namespace="shop"))
         printed(6)
-        server.workloads.delete("pods", "shop", "legacy-7d9f8-x2x4q")
+        server.store.delete("pods", "shop", "legacy-7d9f8-x2x4q")
         printed(7)
     finally:
         assert watch.stop() == 0

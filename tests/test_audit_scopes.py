@@ -32,9 +32,9 @@ exceptions:
 def test_audit_lists_the_excepted_with_name_and_expiry(apiserver: ApiServer, auditor: dict[str, str],
                                                       tmp_path: Path) -> None:
     policy = str(write_policy(tmp_path, POLICY))
-    apiserver.workloads.put("pods", pod("cache", "bitnami/redis:7"))
-    apiserver.workloads.put("pods", pod("app", "ghcr.io/team/app:1"))
-    apiserver.workloads.put("pods", pod("bad", "evil.io/x:1"))
+    apiserver.store.put("pods", pod("cache", "bitnami/redis:7"))
+    apiserver.store.put("pods", pod("app", "ghcr.io/team/app:1"))
+    apiserver.store.put("pods", pod("bad", "evil.io/x:1"))
 
     result = audit("--policy", policy, "-o", "json", "--at", "2026-06-01T00:00:00Z", env=auditor)
     assert result.returncode == 1, result.stderr
@@ -57,7 +57,7 @@ def test_audit_lists_the_excepted_with_name_and_expiry(apiserver: ApiServer, aud
 def test_audit_at_after_expiry_denies_and_warns(apiserver: ApiServer, auditor: dict[str, str],
                                                 tmp_path: Path) -> None:
     policy = str(write_policy(tmp_path, POLICY))
-    apiserver.workloads.put("pods", pod("cache", "bitnami/redis:7"))
+    apiserver.store.put("pods", pod("cache", "bitnami/redis:7"))
     result = audit("--policy", policy, "-o", "json", "--at", "2027-02-01T00:00:00Z", env=auditor)
     assert result.stderr.startswith(f'webhook: warning: policy file {policy}: exception "legacy-redis" expired '
                                     "2027-01-31T00:00:00Z and admits nothing now\n")
