@@ -562,6 +562,7 @@ WEBHOOK_RULES = (
     Rule(("list", "watch"), ("deployments", "replicasets", "statefulsets", "daemonsets"), ("apps",),
          binding="admission-webhook"),
     Rule(("list", "watch"), ("jobs", "cronjobs"), ("batch",), binding="admission-webhook"),
+    Rule(("list", "watch"), ("namespaces",), ("",), binding="admission-webhook"),
 )
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.apiserver import ApiServer
+from tests.apiserver import WEBHOOK_RULES, ApiServer, without
 from tests.conftest import write_policy
-from tests.test_audit import audit, auditor, pod
+from tests.test_audit import audit, auditor, env_for, pod
 
 __all__ = ["auditor"]  # the fixture, shared with test_audit
 
@@ -66,10 +66,27 @@ def test_audit_at_after_expiry_denies_and_warns(apiserver: ApiServer, auditor: d
     assert '(exception "legacy-redis" expired 2027-01-31T00:00:00Z)' in record["status"]["message"]
 
 
-def test_audit_refuses_a_namespace_selector_for_now(auditor: dict[str, str], tmp_path: Path) -> None:
+def test_audit_reads_namespace_labels_from_the_cluster(apiserver: ApiServer, auditor: dict[str, str],
+                                                      tmp_path: Path) -> None:
     policy = str(write_policy(tmp_path, POLICY.replace("match: {namespaces: [team]}",
-                                                       "match: {namespaceSelector: {matchLabels: {a: b}}}")))
-    result = audit("--policy", policy, env=auditor)
-    assert result.returncode == 2
-    assert "scopes[0].match.namespaceSelector: namespaceSelector needs audit to read the cluster's namespaces" \
-        in result.stderr
+                                                       "match: {namespaceSelector: {matchLabels: {tier: gold}}}")))
+    apiserver.store.put("namespaces", {"metadata": {"name": "team", "labels": {"tier": "gold"}}})
+    apiserver.store.put("namespaces", {"metadata": {"name": "other"}})
+    apiserver.store.put("pods", pod("app", "ghcr.io/team/app:1"))  # allowed by the scope that labels select
+    apiserver.store.put("pods", pod("app", "ghcr.io/team/app:1", namespace="other"))  # the baseline's to judge
+    result = audit("--policy", policy, "-o", "json", env=auditor)
+    (record,) = map(json.loads, result.stdout.splitlines())
+    assert (record["namespace"], record["decision"], record["scope"]) == ("other", "denied", None)
+    assert result.stderr == "webhook: audited 2 objects of 9 kinds in all namespaces: 1 denied, 0 warned\n"
+    lists = [s.path for s in apiserver.seen("GET")]
+    assert lists.index("/api/v1/namespaces") < lists.index("/api/v1/pods")  # labels first, as serve has them
+
+
+def test_audit_without_namespace_access_names_the_permission(apiserver: ApiServer, tmp_path: Path) -> None:
+    rules = without(WEBHOOK_RULES, "list", "namespaces")
+    env = env_for(apiserver, tmp_path, "narrow", *rules)
+    policy = str(write_policy(tmp_path, POLICY.replace("match: {namespaces: [team]}",
+                                                       "match: {namespaceSelector: {matchLabels: {tier: gold}}}")))
+    result = audit("--policy", policy, env=env)
+    assert result.returncode == 3  # as for any kind audit may not list
+    assert result.stderr.endswith("is missing 1 permission(s):\n  - list namespaces cluster-wide\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.apiserver import UNREACHABLE, ApiServer, Rule, write_kubeconfig
 from tests.test_check import check
 
 POLICY = """\
@@ -132,3 +133,32 @@ def test_yaml_heads_name_the_scope_and_exceptions(files: tuple[str, str]) -> Non
     assert [head.split(": ", 2)[2] for head in heads] == [
         'allowed in scope "team-a" by exceptions legacy-redis', 'denied in scope "production"', "allowed",
         "allowed"]
+
+
+def test_kubeconfig_gives_the_clusters_labels_and_the_inputs_win(
+    files: tuple[str, str], apiserver: ApiServer, tmp_path: Path
+) -> None:
+    policy, manifests = files
+    apiserver.add_user("ci", "ci-token", Rule(("list",), ("namespaces",), ("",)))
+    apiserver.store.put("namespaces", {"metadata": {"name": "default", "labels": {"env": "prod"}}})
+    apiserver.store.put("namespaces", {"metadata": {"name": "payments", "labels": {"env": "dev"}}})
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", apiserver.url, {"token": "ci-token"},
+                                  ca_file=apiserver.ca_file)
+    result = check("--policy", policy, "-o", "json", "--at", "2026-06-01T00:00:00Z", "--kubeconfig",
+                   str(kubeconfig), manifests)
+    _, shop, plain, _ = json.loads(result.stdout)["results"]
+    assert (plain["decision"], plain["scope"]) == ("denied", "production")  # default is env=prod in the cluster
+    assert shop["scope"] == "production"  # the input says env=prod; the cluster's env=dev is what runs now
+    assert result.stderr == ("webhook: note: namespace 'team-a-web' has no known labels (no Namespace object among "
+                             "the inputs or in the cluster); namespaceSelector judges it as having none\n")
+
+
+def test_kubeconfig_that_cannot_be_read_is_exit_3(files: tuple[str, str], tmp_path: Path) -> None:
+    policy, manifests = files
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", UNREACHABLE, {"token": "t"}, ca_file=None)
+    result = check("--policy", policy, "--kubeconfig", str(kubeconfig), manifests)
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"webhook: error: namespace labels from {kubeconfig}: cannot reach the "
+                                    "Kubernetes API at https://127.0.0.1:1")
+    assert result.stderr.count("\n") == 1

@@ -152,6 +152,23 @@ def test_can_i_list_all_granted_exits_0(admin: dict[str, str]) -> None:
     assert result.stdout.splitlines()[-1] == "all 6 permissions granted"
 
 
+def test_can_i_list_adds_namespaces_for_a_policy_that_selects_by_their_labels(
+    admin: dict[str, str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("images: {allow: [registry.k8s.io]}\nscopes:\n"
+                      "- {name: prod, match: {namespaceSelector: {matchLabels: {env: prod}}}, "
+                      "images: {requireDigest: true}}\n")
+    result = cli("can-i", "--list", "--policy", str(policy), env=admin)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[:4] for line in result.stdout.splitlines()[1:-2]]
+    assert rows[-2:] == [["list", "namespaces", "*", "yes"], ["watch", "namespaces", "*", "yes"]]
+    assert result.stdout.splitlines()[-1] == "all 30 permissions granted"
+    assert "namespaces" not in cli("can-i", "--list", env=admin).stdout  # the embedded policy reads none
+    assert cli("can-i", "get", "pods", "--policy", str(policy), env=admin).stderr == (
+        "webhook: error: --policy goes with --list\n")
+
+
 def test_can_i_needs_a_verb_and_resource(admin: dict[str, str]) -> None:
     result = cli("can-i", "get", env=admin)
     assert result.returncode == 2

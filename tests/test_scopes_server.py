@@ -1,5 +1,5 @@
 """The real server with scopes and exceptions: its decisions, metrics and /readyz, its refusal
-of a namespaceSelector (no namespace informer yet), and the same answers as `webhook check`
+of a namespaceSelector when it talks to no cluster, and the same answers as `webhook check`
 and `webhook audit`."""
 
 from __future__ import annotations
@@ -132,12 +132,12 @@ def test_serve_refuses_a_namespace_selector_at_start(tmp_path: Path) -> None:
                             check=False)
     assert result.returncode == 2
     assert result.stderr == (f"webhook: error: policy file {path}: scopes[2].match.namespaceSelector: "
-                             "namespaceSelector needs serve to keep the cluster's namespaces (the namespace "
-                             "informer), which serve does not do yet; `webhook check` can judge with it\n")
+                             "namespaceSelector needs the cluster's namespace labels, and serve talks to no "
+                             "cluster: give --kubeconfig, or run it in a pod\n")
     assert not (tmp_path / "certs").exists()  # refused before anything was made
 
 
-def test_a_reload_to_a_namespace_selector_is_refused(start_server: Any, tmp_path: Path) -> None:
+def test_a_reload_to_a_namespace_selector_without_a_cluster_is_refused(start_server: Any, tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
     with start_server("--policy", str(path), "--reload-interval", "0.1") as server:
@@ -146,7 +146,8 @@ def test_a_reload_to_a_namespace_selector_is_refused(start_server: Any, tmp_path
         deadline = time.monotonic() + 10
         while not policy_check(client)["reloadError"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert "scopes[2].match.namespaceSelector: namespaceSelector needs serve" in policy_check(client)["reloadError"]
+        assert "scopes[2].match.namespaceSelector: namespaceSelector needs the cluster's namespace labels, and serve " \
+            "talks to no cluster" in policy_check(client)["reloadError"]
         warned = pod_review("evil.io/x", namespace="onboard")
         warned["request"]["userInfo"]["groups"] = ["newcomers"]
         assert client.review("/validate", warned)["warnings"]  # the last good policy still decides

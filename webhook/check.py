@@ -111,8 +111,10 @@ class NamespaceLabels:
     collects it, so the output can say so once.
     """
 
-    def __init__(self, items: Iterable[Manifest | Unreadable]) -> None:
-        self.known: dict[str, dict[str, str]] = {}
+    def __init__(self, items: Iterable[Manifest | Unreadable],
+                 cluster: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        # The cluster's namespaces as they are now, and the inputs' as they will be: those win.
+        self.known: dict[str, Mapping[str, str]] = dict(cluster or {})
         self.unknown: dict[str, None] = {}  # looked up, not known, and not yet reported
         self._reported: set[str] = set()
         for item in items:
@@ -140,6 +142,7 @@ class NamespaceLabels:
 def evaluate(
     items: Iterable[Manifest | Unreadable], policy: Policy, namespace: str = DEFAULT_NAMESPACE,
     on_unknown_namespace: Callable[[str], None] | None = None,
+    cluster_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[Result | Unreadable]:
     """Each readable object through mutation and validation, in input order; the unreadable passed on.
 
@@ -149,7 +152,7 @@ def evaluate(
     catalog = Catalog()
     if policy.needs_namespace_labels:
         items = list(items)
-        labels = NamespaceLabels(items)
+        labels = NamespaceLabels(items, cluster_labels)
         policy = policy.seen_from(namespace_labels=labels)
     for item in items:
         if isinstance(item, Unreadable):
@@ -194,7 +197,8 @@ class Tally:
 
 
 def run(items: Iterable[Manifest | Unreadable], policy: Policy, *, output: Output, namespace: str,
-        out: TextIO, err: TextIO, at: float | None = None) -> int:
+        out: TextIO, err: TextIO, at: float | None = None,
+        cluster_labels: Mapping[str, Mapping[str, str]] | None = None) -> int:
     """Judge, print in the chosen form, and return the exit code (0 allowed, 1 denied, 2 unreadable).
 
     Only what is shown is kept between objects (a table row, a JSON record), never the
@@ -205,8 +209,10 @@ def run(items: Iterable[Manifest | Unreadable], policy: Policy, *, output: Outpu
     for warning in policy.exceptions.expired_warnings(policy.clock()):
         print(f"webhook: warning: policy file {policy.source}: {warning}", file=err)
 
+    where = "among the inputs or in the cluster" if cluster_labels is not None else "among the inputs"
+
     def unknown(name: str) -> None:
-        print(f"webhook: note: namespace {name!r} has no known labels (no Namespace object among the inputs); "
+        print(f"webhook: note: namespace {name!r} has no known labels (no Namespace object {where}); "
               "namespaceSelector judges it as having none", file=err)
 
     tally = Tally()
@@ -214,7 +220,7 @@ def run(items: Iterable[Manifest | Unreadable], policy: Policy, *, output: Outpu
     records: list[dict[str, Any]] = []
     errors: list[Unreadable] = []
     scoped = policy.scoped or policy.excepting
-    for item in evaluate(items, policy, namespace, unknown):
+    for item in evaluate(items, policy, namespace, unknown, cluster_labels):
         tally.count(item)
         if isinstance(item, Unreadable):
             print(f"webhook: error: {item}", file=err)

@@ -193,7 +193,8 @@ def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "check", help="judge manifest files offline, as the webhooks would",
         description="Run each object in the YAML or JSON files (directories recursively, - for stdin) through the "
         "mutating and then the validating webhook, as a CREATE, exactly as the server would answer it.",
-        epilog="exit status: 0 everything allowed; 1 something denied; 2 unreadable input or a bad policy",
+        epilog="exit status: 0 everything allowed; 1 something denied; 2 unreadable input or a bad policy; "
+        "3 --kubeconfig's cluster could not be read",
     )
     check.add_argument("paths", nargs="+", metavar="PATH", help="a file, a directory, or - for stdin")
     check.add_argument("--policy", type=Path, metavar="FILE",
@@ -206,7 +207,10 @@ def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     check.add_argument("--at", type=rfc3339_moment, metavar="TIME",
                        help="judge as of this RFC 3339 time, e.g. to see what breaks when an exception expires "
                        "(default: now)")
-
+    check.add_argument("--kubeconfig", type=Path, metavar="FILE",
+                       help="read namespace labels for the policy's namespaceSelector from this cluster; Namespace "
+                       "objects among the inputs win (default: only the inputs; check never calls a cluster unasked)")
+    check.add_argument("--context", metavar="NAME", help="with --kubeconfig, its context (default: current-context)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,8 +265,18 @@ def _check(args: argparse.Namespace) -> int:
     from webhook import check  # noqa: PLC0415 - like the server stack, only for its command
     from webhook.manifests import read  # noqa: PLC0415
 
-    return check.run(read(args.paths, sys.stdin.buffer), load_policy(args.policy),
-                     output=args.output, namespace=args.namespace, out=sys.stdout, err=sys.stderr, at=args.at)
+    policy = load_policy(args.policy)
+    cluster_labels = None
+    if args.kubeconfig is not None and policy.needs_namespace_labels:
+        from webhook.kube.client import KubeError  # noqa: PLC0415
+
+        try:
+            cluster_labels = kube_commands.namespace_labels(args, os.environ)
+        except KubeError as exc:
+            print(f"webhook: error: namespace labels from {args.kubeconfig}: {exc}", file=sys.stderr)
+            return kube_commands.EXIT_API
+    return check.run(read(args.paths, sys.stdin.buffer), policy, output=args.output, namespace=args.namespace,
+                     out=sys.stdout, err=sys.stderr, at=args.at, cluster_labels=cluster_labels)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from webhook.admission.mutate import mutate
 from webhook.admission.review import Request, Response, errored, skipped, timed_out
 from webhook.admission.validate import validate
 from webhook.policy.model import Policy
+from webhook.policy.scopes import LabelsUnavailable
 
 log = logging.getLogger("webhook.admission")
 
@@ -43,6 +44,9 @@ class Webhook:
             if policy.failure_mode == "allow":
                 return skipped(f"{NOT_JUDGED_DEADLINE}; allowed by failureMode: allow")
             return timed_out(f"{NOT_JUDGED_DEADLINE}; denied by failureMode: deny")
+        except LabelsUnavailable as exc:  # whatever failureMode says: guessed labels never decide
+            log.warning("%s webhook: uid=%s: %s", self.name, request.uid, exc)
+            return skipped(f"mutation skipped: {exc}") if self.mutating else errored(f"not judged: {exc}")
         except Exception as exc:  # noqa: BLE001 - any bug in a rule must still get an answer
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error(

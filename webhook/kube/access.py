@@ -108,8 +108,15 @@ FEATURES: dict[str, Feature] = {
             "audit", "list and watch what already runs",
             tuple(Permission(verb, resource, group) for group, resource in WORKLOADS for verb in ("list", "watch")),
         ),
+        Feature(
+            # Only for a policy that selects by namespace labels; can-i --list shows it for such a policy.
+            "namespaces", "read namespace labels for a policy's namespaceSelector",
+            tuple(Permission(verb, "namespaces") for verb in ("list", "watch")),
+        ),
     )
 }
+# What `can-i --list` checks unless the policy selects by namespace labels, or --feature names it.
+POLICY_FEATURES = frozenset({"namespaces"})
 UNREGISTER = tuple(Permission(verb, kind, ADMISSION_GROUP) for kind in WEBHOOK_CONFIGURATIONS
                    for verb in ("get", "delete"))
 
@@ -149,6 +156,11 @@ def check(client: KubeClient, permission: Permission) -> Access:
 
 def check_all(client: KubeClient, permissions: Iterable[Permission]) -> list[Access]:
     return [check(client, permission) for permission in permissions]
+
+
+def listed_features(policy_reads_namespaces: bool) -> list[str]:
+    """The features ``can-i --list`` checks by default: all, less the namespaces a policy does not read."""
+    return [name for name in FEATURES if policy_reads_namespaces or name not in POLICY_FEATURES]
 
 
 def needed_for(features: Sequence[str], configuration: str = DEFAULT_CONFIGURATION) -> list[Permission]:

@@ -26,6 +26,8 @@ from webhook.admission.review import Response, clean_warnings
 from webhook.admission.webhook import VALIDATING
 from webhook.kube.access import Access, Permission, check_all, describe, missing
 from webhook.kube.client import KubeClient, KubeError
+from webhook.kube.namespaces import PATH as NAMESPACES
+from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.reflector import Backoff, Reflector, names, uid
 from webhook.policy.model import Policy
 
@@ -97,10 +99,12 @@ class Finding:
                 "exceptions": [{"name": name, "expires": expires} for name, expires in self.exceptions]}
 
 
-def preflight(client: KubeClient, namespace: str | None, *, watch: bool) -> None:
-    """Ask for list (and watch) on every kind first, so a missing grant stops us with its name."""
+def preflight(client: KubeClient, namespace: str | None, *, watch: bool, namespaces: bool = False) -> None:
+    """Ask for list (and watch) on every kind first, so a missing grant stops us with its name;
+    on namespaces too, when the policy selects by their labels."""
     verbs = ("list", "watch") if watch else ("list",)
     permissions = [Permission(verb, t.resource, t.group, namespace or "") for t in RESOURCES for verb in verbs]
+    permissions += [Permission(verb, "namespaces") for verb in verbs] if namespaces else []
     absent = missing(check_all(client, permissions))
     if absent:
         raise CannotAudit(client.config.identity, absent)
@@ -207,14 +211,18 @@ def run(
     Returns 1 when a list found a violation and ``watch`` is off, else 0. ``at`` judges as of
     that moment (``--at``), the note about expired exceptions included.
     """
-    policy.refuse_namespace_selector("audit", "read the cluster's namespaces")
     if at is not None:
         policy = policy.seen_from(clock=lambda: at)
-    preflight(client, namespace, watch=watch)
+    preflight(client, namespace, watch=watch, namespaces=policy.needs_namespace_labels)
     report = Report(output, watch=watch, out=out, err=err)
     for warning in policy.exceptions.expired_warnings(policy.clock()):
         report.warning(f"policy file {policy.source}: {warning}")
     reflectors = []
+    if policy.needs_namespace_labels:  # the labels first, as serve has them before it judges
+        labels = NamespaceCache()
+        reflectors.append(Reflector(client, NAMESPACES, "namespaces", labels, chunk_size=chunk_size, backoff=backoff,
+                                    warn=report.warning))
+        policy = policy.seen_from(namespace_labels=labels)
     for target in RESOURCES:
         prefix = f"/apis/{target.group}/{target.version}" if target.group else f"/api/{target.version}"
         path = f"{prefix}/namespaces/{namespace}/{target.resource}" if namespace else f"{prefix}/{target.resource}"
@@ -224,7 +232,7 @@ def run(
     versions = [reflector.list() for reflector in reflectors]
     if not watch:
         scope = f"namespace {namespace}" if namespace else "all namespaces"
-        objects = sum(r.objects for r in reflectors)
+        objects = sum(r.objects for r in reflectors if r.path != NAMESPACES)
         summary = (f"audited {objects} object{'' if objects == 1 else 's'} of {len(RESOURCES)} kinds in {scope}: "
                    f"{report.denied} denied, {report.warned} warned")
         if report.excepted:  # running only because of an exception, which will expire

@@ -15,7 +15,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from webhook.kube.access import FEATURES, check, check_all, missing, needed_for, parse_permission, table
+from webhook.kube.access import (
+    FEATURES,
+    check,
+    check_all,
+    listed_features,
+    missing,
+    needed_for,
+    parse_permission,
+    table,
+)
 from webhook.kube.config import DEFAULT_TIMEOUT, ClusterConfig, ConfigError, in_cluster, load_config
 from webhook.kube.registration import (
     RegistrationError,
@@ -105,6 +114,9 @@ def add_commands(
                        help="check every permission the features need, as a table; exit 1 if any is missing")
     can_i.add_argument("--feature", action="append", choices=sorted(FEATURES), metavar="FEATURE",
                        help=f"with --list, only this feature's permissions ({', '.join(FEATURES)}; repeatable)")
+    can_i.add_argument("--policy", type=Path, metavar="FILE",
+                       help="with --list, the policy to serve: its namespaceSelector adds the namespaces feature "
+                       "(default: the embedded one)")
     cluster_flags(can_i)
 
     reg = commands.add_parser(
@@ -221,11 +233,12 @@ def _can_i(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         raise ConfigError("give VERB and RESOURCE, or --list" if not args.list else "--list takes no VERB or RESOURCE")
     if args.verb and not args.resource:
         raise ConfigError("give a RESOURCE after the VERB, for example: webhook can-i list pods")
-    if args.feature and not args.list:
-        raise ConfigError("--feature goes with --list")
+    if (args.feature or args.policy) and not args.list:
+        raise ConfigError(f"{'--feature' if args.feature else '--policy'} goes with --list")
+    features = args.feature or listed_features(load_policy(args.policy).needs_namespace_labels)
     with _client(args, environ) as client:
         if args.list:
-            results = check_all(client, needed_for(args.feature or list(FEATURES)))
+            results = check_all(client, needed_for(features))
             print(table(results))
             absent = missing(results)
             print(f"\n{len(absent)} of {len(results)} permissions missing" if absent
@@ -277,6 +290,15 @@ def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def namespace_labels(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+    """``check --kubeconfig``: every namespace's labels. Raises KubeError when the cluster cannot be read."""
+    from webhook.kube.client import KubeClient  # noqa: PLC0415 - see the note at the top
+    from webhook.kube.namespaces import list_labels  # noqa: PLC0415
+
+    with KubeClient(load_config(args.kubeconfig, args.context, environ), timeout=DEFAULT_TIMEOUT) as client:
+        return dict(list_labels(client))
 
 
 def _unregister(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

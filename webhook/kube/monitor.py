@@ -25,11 +25,12 @@ log = logging.getLogger("webhook.kube")
 
 
 def check_permissions(
-    client: KubeClient, registration: RegistrationOptions | None, *, quiet: bool = False
+    client: KubeClient, registration: RegistrationOptions | None, *, namespaces: bool = False, quiet: bool = False
 ) -> list[Access]:
-    """The checks ``serve`` runs: what serve itself uses (``sync`` with --register), by name,
-    so a least-privilege grant reads as complete. Logs one line per gap."""
-    features = ["sync"] if registration is not None else []
+    """The checks ``serve`` runs: what serve itself uses (``sync`` with --register, ``namespaces``
+    for a policy that selects by their labels), by name, so a least-privilege grant reads as
+    complete. Logs one line per gap."""
+    features = (["sync"] if registration is not None else []) + (["namespaces"] if namespaces else [])
     results = check_all(client, needed_for(features, registration.name if registration else DEFAULT_CONFIGURATION))
     for result in [] if quiet else missing(results):
         log.warning("missing permission: %s cannot %s%s", client.config.identity, describe(result.permission),
@@ -53,8 +54,10 @@ class ClusterMonitor:
         self, cluster: ClusterConfig, *, interval: float, timeout: float,
         registration: RegistrationOptions | None = None, ca_file: Path | None = None,
         on_permissions: Callable[[list[Access]], None] | None = None,
+        reads_namespaces: Callable[[], bool] = lambda: False,
     ) -> None:
         self.cluster = cluster
+        self.reads_namespaces = reads_namespaces  # the policy in force selects by namespace labels
         self.on_permissions = on_permissions  # e.g. metrics; called on the monitor thread
         self.interval = interval
         self.timeout = timeout
@@ -88,7 +91,8 @@ class ClusterMonitor:
         report: dict[str, Any] = {"server": self.cluster.server, "checkedAt": _now()}
         try:
             with KubeClient(self.cluster, timeout=self.timeout) as client:
-                results = check_permissions(client, self.registration, quiet=quiet)
+                results = check_permissions(client, self.registration, namespaces=self.reads_namespaces(),
+                                            quiet=quiet)
                 if self.on_permissions is not None:
                     self.on_permissions(results)
                 absent = missing(results)
@@ -121,7 +125,7 @@ class ClusterMonitor:
 
 def connect_at_start(
     cluster: ClusterConfig, *, timeout: float, require_permissions: bool,
-    registration: RegistrationOptions | None, ca_file: Path,
+    registration: RegistrationOptions | None, ca_file: Path, reads_namespaces: bool = False,
 ) -> bool:
     """Check and register once before serving. False: --require-permissions says do not start.
 
@@ -134,7 +138,7 @@ def connect_at_start(
     retry = None if require_permissions else Retry(attempts=1)
     try:
         with KubeClient(cluster, timeout=timeout, retry=retry) as client:
-            absent = missing(check_permissions(client, registration))
+            absent = missing(check_permissions(client, registration, namespaces=reads_namespaces))
             if absent and require_permissions:
                 log.error("not starting: %d permission(s) missing and --require-permissions is set", len(absent))
                 return False

@@ -237,12 +237,11 @@ class Policy:
         places += [(f"exceptions[{i}]", exception.match) for i, exception in enumerate(self.exceptions.items)]
         return next((f"{key}.match.namespaceSelector" for key, match in places if match.namespace_selector), None)
 
-    def refuse_namespace_selector(self, command: str, source_of_labels: str) -> None:
-        """Refuse, naming the key, a policy that selects by namespace labels ``command`` cannot read yet."""
+    def refuse_namespace_selector(self, problem: str) -> None:
+        """Refuse, naming the key, a policy that selects by namespace labels where none can be had."""
         key = self.namespace_selector_key
         if key is not None:
-            raise PolicyError(self.source, key, f"namespaceSelector needs {command} to {source_of_labels}, which "
-                              f"{command} does not do yet; `webhook check` can judge with it")
+            raise PolicyError(self.source, key, problem)
 
     def seen_from(self, *, clock: Callable[[], float] | None = None,
                   namespace_labels: NamespaceLabels | None = None) -> Policy:

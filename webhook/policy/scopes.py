@@ -20,12 +20,24 @@ from webhook.policy.match import Labels, Match, Subject
 from webhook.policy.patterns import Allowlist
 from webhook.policy.references import ImageRef
 from webhook.policy.verdicts import ImageJudge
+from webhook.untrusted import quote
 
 Mode = Literal["enforce", "warn", "off"]
 # Namespaces whose candidate scopes are remembered; a policy reload starts afresh.
 MEMO_LIMIT = 4096
 DAY = 86400.0
 NamespaceLabels = Callable[[str], Labels | None]
+
+
+class LabelsUnavailable(Exception):
+    """A namespace's labels cannot be had, so a namespaceSelector cannot be judged.
+
+    Raised by a labels lookup; the webhook answers it in-band, as it answers an evaluation
+    error: labels that may be wrong never decide an admission.
+    """
+
+    def __init__(self, namespace: str, why: str) -> None:
+        super().__init__(f"the labels of namespace {quote(namespace, 80)} are unavailable: {why}")
 
 
 def no_namespace_labels(namespace: str) -> Labels | None:

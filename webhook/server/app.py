@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,9 @@ from webhook.server.tls_reload import ServingTLS
 from webhook.settings import ServeSettings
 
 if TYPE_CHECKING:  # the cluster stack (httpx and all) is imported only when a cluster is configured
+    from webhook.kube.config import ClusterConfig
     from webhook.kube.monitor import ClusterMonitor
+    from webhook.kube.namespaces import NamespaceInformer
 
 log = logging.getLogger("webhook.server")
 
@@ -75,6 +77,9 @@ class ServerState:
     cluster: ClusterMonitor | None = None
     # Watches --policy FILE; None for the embedded default, which cannot change.
     policy_reload: PolicyReloader | None = None
+    # Namespace labels, kept from the first policy that selects by them on; None until then.
+    namespaces: NamespaceInformer | None = None
+    settings: ServeSettings | None = None
 
     @classmethod
     def load(cls, settings: ServeSettings, lifecycle: Lifecycle, telemetry: Telemetry,
@@ -82,15 +87,17 @@ class ServerState:
         files = CertFiles(settings.cert_dir)
         tls = tls or ServingTLS.from_settings(settings)
         policy = load_policy(settings.policy)
-        refuse_unservable(policy)  # as at start: the file may have changed since the parent read it
-        cluster = _cluster_monitor(settings, files, telemetry)
-        state = cls(policy, tls, lifecycle, telemetry, cluster=cluster)
+        # As at start: the file may have changed since the parent read it.
+        refuse_unservable(policy, cluster=settings.cluster is not None)
+        state = cls(policy, tls, lifecycle, telemetry, settings=settings)
+        state.cluster = _cluster_monitor(settings, files, telemetry, lambda: state.policy.needs_namespace_labels)
+        state.swap_policy(policy)  # with namespace labels, when it selects by them
         if state.cluster is not None:
             tls.on_ca_change(state.cluster.request_sync)  # publish a new ca.crt as the caBundle at once
         telemetry.policy_loaded(state.policy)
         if settings.policy is not None:
             state.policy_reload = PolicyReloader(settings.policy, lambda: state.policy, state.swap_policy, telemetry,
-                                                 settings.reload_interval)
+                                                 settings.reload_interval, cluster=settings.cluster is not None)
             state.policy_reload.start()
         with contextlib.suppress(CertificateError):  # refreshed on each scrape too
             telemetry.certificate_expiry.set(tls.status().not_after.timestamp())
@@ -98,7 +105,17 @@ class ServerState:
 
 
     def swap_policy(self, policy: Policy) -> None:
-        self.policy = policy  # one assignment: a request that already read the old one keeps it
+        """One assignment: a request that already read the old policy keeps it.
+
+        The first policy that selects by namespace labels starts the informer, which then runs
+        for good: a later policy may select by them again, and a watch costs little.
+        """
+        settings = self.settings
+        if policy.needs_namespace_labels and self.namespaces is None and settings and settings.cluster:
+            self.namespaces = _namespace_informer(settings.cluster, settings)
+        if self.namespaces is not None:
+            policy = policy.seen_from(namespace_labels=self.namespaces)
+        self.policy = policy
 
 
 def status_body(code: int, message: str) -> bytes:
@@ -314,6 +331,13 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, object]]:
     # Reported, never a gate: an API server that is down must not take admission down with it.
     checks["kubernetes"] = state.cluster.readiness() if state.cluster else {"ready": True, "enabled": False}
     ready = bool(certificate["ready"]) and since is None
+    if state.namespaces is not None:
+        # A gate until the first list is in, while the policy needs it; after that, labels last
+        # seen stay in force when the API server goes away, so this stays ready.
+        namespaces = state.namespaces.readiness()
+        namespaces["needed"] = state.policy.needs_namespace_labels
+        checks["namespaces"] = namespaces
+        ready = ready and (bool(namespaces["ready"]) or not namespaces["needed"])
     return ready, {"ready": ready, "checks": checks}
 
 
@@ -352,7 +376,17 @@ def rfc3339(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
-def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telemetry) -> ClusterMonitor | None:
+def _namespace_informer(cluster: ClusterConfig, settings: ServeSettings) -> NamespaceInformer:
+    from webhook.kube.namespaces import NamespaceInformer  # noqa: PLC0415 - see the TYPE_CHECKING import
+
+    informer = NamespaceInformer(cluster, request_timeout=settings.request_timeout,
+                                 eval_timeout=settings.eval_timeout)
+    informer.start()
+    return informer
+
+
+def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telemetry,
+                     reads_namespaces: Callable[[], bool]) -> ClusterMonitor | None:
     if settings.cluster is None:
         return None
     from webhook.kube.monitor import ClusterMonitor  # noqa: PLC0415 - see the TYPE_CHECKING import
@@ -360,6 +394,7 @@ def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telem
     monitor = ClusterMonitor(
         settings.cluster, interval=settings.permission_check_interval, timeout=settings.request_timeout,
         registration=settings.registration, ca_file=files.ca_crt, on_permissions=telemetry.permissions_checked,
+        reads_namespaces=reads_namespaces,
     )
     monitor.start()
     return monitor

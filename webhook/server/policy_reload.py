@@ -20,12 +20,15 @@ from webhook.server.watch import Contents, ContentWatcher, Poller
 log = logging.getLogger("webhook.policy")
 
 
-def refuse_unservable(policy: Policy) -> None:
-    """What serve cannot decide yet: a namespaceSelector, for want of namespace labels.
+def refuse_unservable(policy: Policy, *, cluster: bool) -> None:
+    """A namespaceSelector needs the cluster's namespace labels, which serve reads only with a cluster.
 
     Refused at start and on reload alike, so a policy that loads is one serve can honour.
     """
-    policy.refuse_namespace_selector("serve", "keep the cluster's namespaces (the namespace informer)")
+    if not cluster:
+        policy.refuse_namespace_selector(
+            "namespaceSelector needs the cluster's namespace labels, and serve talks to no cluster: give "
+            "--kubeconfig, or run it in a pod")
 
 
 def warn_of_expired(policy: Policy) -> None:
@@ -37,9 +40,10 @@ def warn_of_expired(policy: Policy) -> None:
 class PolicyReloader:
     def __init__(
         self, path: Path, current: Callable[[], Policy], swap: Callable[[Policy], None],
-        telemetry: Telemetry, interval: float,
+        telemetry: Telemetry, interval: float, *, cluster: bool,
     ) -> None:
         self.path = path
+        self.cluster = cluster
         self._current = current
         self._swap = swap
         self._telemetry = telemetry
@@ -62,7 +66,7 @@ class PolicyReloader:
             if raw is None:
                 raise PolicyError(str(self.path), "", "has vanished or cannot be read; keeping the last good policy")
             policy = parse_policy(raw, str(self.path))
-            refuse_unservable(policy)
+            refuse_unservable(policy, cluster=self.cluster)
         except PolicyError as exc:
             self.last_error, self.last_error_at = str(exc), dt.datetime.now(dt.UTC)
             self._telemetry.policy_reloads.labels("error").inc()

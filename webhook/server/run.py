@@ -148,23 +148,24 @@ def serve(settings: ServeSettings) -> int:
     switch admission off for all of them.
     """
     policy = load_policy(settings.policy)
-    refuse_unservable(policy)
+    refuse_unservable(policy, cluster=settings.cluster is not None)
     warn_of_expired(policy)
     files = prepare_certificates(settings)
     ServingTLS.from_settings(settings).check()  # an unusable pair or client CA: CertificateError, nothing bound
     raise_open_file_limit()
     listeners = Listeners.bind(settings)
     try:
-        return _serve_on(settings, listeners, files, policy_source=policy.source, policy_sha256=policy.sha256)
+        return _serve_on(settings, listeners, files, policy_source=policy.source, policy_sha256=policy.sha256,
+                         reads_namespaces=policy.needs_namespace_labels)
     finally:
         listeners.close()
 
 
 def _serve_on(settings: ServeSettings, listeners: Listeners, files: CertFiles, *, policy_source: str,
-              policy_sha256: str) -> int:
+              policy_sha256: str, reads_namespaces: bool) -> int:
     if settings.cluster is not None and not _connect_at_start(
         settings.cluster, timeout=settings.request_timeout, require_permissions=settings.require_permissions,
-        registration=settings.registration, ca_file=files.ca_crt,
+        registration=settings.registration, ca_file=files.ca_crt, reads_namespaces=reads_namespaces,
     ):
         return 1
     not_after = read_certificate(files.tls_crt).not_valid_after_utc
