@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import ApiServerClient, ServerProcess
+from tests.docs import Sandbox, doc_block, run_block
 from tests.reviews import applied, decoded_patch, pod_review, project, review
 from tests.test_check import check
 from tests.test_mutate_properties import OBJECTS, SETTINGS, again, load, reference_defaults, run, set_trees
@@ -390,3 +391,12 @@ def test_rules_apply_in_file_order_and_mutation_is_idempotent(
             reference_defaults(rule["set"], expected)
     assert orjson.dumps(result, option=orjson.OPT_SORT_KEYS) == orjson.dumps(expected, option=orjson.OPT_SORT_KEYS)
     assert run(again(body, result), p) == []
+
+
+# --- the docs ------------------------------------------------------------------------------------
+
+def test_the_docs_show_defaults_by_namespace(tmp_path: Path) -> None:
+    sandbox = Sandbox.make(tmp_path)
+    (sandbox.cwd / "policy.yaml").write_text(doc_block("docs/policy.md", "defaults-match-policy").text)
+    (sandbox.cwd / "projects.yaml").write_text(doc_block("docs/policy.md", "defaults-match-projects").text)
+    run_block(doc_block("docs/policy.md", "defaults-match-check"), sandbox)
