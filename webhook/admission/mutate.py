@@ -44,7 +44,8 @@ def mutate(request: Request, policy: Policy, deadline: Deadline) -> Response:
     original = request.object
     if not isinstance(original, dict):
         return allowed()
-    tree = policy.defaults.tree_for(request.group, request.version, request.kind) if not request.sub_resource else None
+    tree = None if request.sub_resource else policy.defaults.for_request(
+        request.group, request.version, request.kind, request, policy.namespace_labels)
     lists = REWRITTEN_LISTS.get(request.sub_resource)
     spec_path = pod_spec_path(request.group, request.kind) if policy.rewriter and lists else None
     if tree is None and spec_path is None:

@@ -2,9 +2,13 @@
 
 A default never overwrites what the user wrote, not even ``0``, ``false``, ``""`` or ``[]``:
 only an absent or ``null`` field is set. ``name[*]`` walks the elements of a list that
-exists and never creates one. All rules that can apply to one group, kind and version are
-merged into a single tree at load, so two rules cannot disagree at request time, and
-applying a tree to its own output changes nothing: the API server may call us again on it.
+exists and never creates one. The rules without ``match`` that can apply to one group, kind
+and version are merged into a single tree at load, and must agree, so two of them cannot
+disagree at request time. Rules with ``match`` may give different requests different values:
+for one request, the rules that apply do so in file order, and the first that sets a field
+wins. All rules of one kind must still agree on what each field is (a value, a mapping, or a
+list of defaults), so the rules a request selects always merge into one tree, and applying a
+tree to its own output changes nothing: the API server may call us again on it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, TypeAlias
 
 import orjson
 
+from webhook.policy.match import Labels, Match, Subject
 from webhook.policy.podspecs import CONTAINER_LISTS, IMAGE_LISTS, find_pod_spec, iter_image_sites
 
 EACH = "[*]"
@@ -34,6 +39,8 @@ RESERVED = frozenset({("apiVersion",), ("kind",), ("status",)}) | frozenset(
     )
 )
 _SIMPLE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
+# Merged trees remembered per kind, one for each set of matched rules that requests selected.
+MEMO_LIMIT = 1024
 
 Path: TypeAlias = tuple[str | int, ...]
 
@@ -75,10 +82,18 @@ class DefaultsRule:
     kinds: frozenset[str]
     tree: Branch
     index: int
+    match: Match | None = None  # None: every request of its kinds
 
     def applies_to(self, version: str | None) -> bool:
         """None stands for every version that no rule names."""
         return ANY_VERSION in self.versions or version in self.versions
+
+    @property
+    def labels_set(self) -> tuple[str, ...]:
+        """The ``metadata.labels`` keys this rule defaults."""
+        metadata = dict(self.tree.children).get("metadata")
+        labels = dict(metadata.children).get("labels") if isinstance(metadata, Branch) else None
+        return tuple(key for key, _ in labels.children) if isinstance(labels, Branch) else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,27 +107,68 @@ class Defaulted:
         return f"defaulted {render_path(self.path)}={orjson.dumps(self.value).decode()}"
 
 
+@dataclass
+class KindDefaults:
+    """The rules that can apply to one group, kind and version, in file order, and their merges."""
+
+    rules: tuple[DefaultsRule, ...]
+    base: Branch | None  # the rules without match, merged: what every request of the kind gets
+    matched: tuple[tuple[Match, int], ...]  # (match, rule index) of the rules with match
+    _memo: dict[tuple[int, ...], Branch] = field(default_factory=dict)
+
+    def tree_for(self, subject: Subject, namespace_labels: Callable[[str], Labels | None]) -> Branch | None:
+        """The rules that apply to this request merged in file order, first setter winning.
+
+        Without rules with match this is the tree merged at load; otherwise the merge is made
+        once for each set of selected rules and remembered, as few such sets ever occur.
+        """
+        if not self.matched:
+            return self.base
+        selected = tuple(index for match, index in self.matched if match.selects(subject, namespace_labels))
+        if not selected:
+            return self.base
+        tree = self._memo.get(selected)
+        if tree is None:
+            chosen = set(selected)
+            tree = _merge_in_order([rule for rule in self.rules if rule.match is None or rule.index in chosen])
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[selected] = tree
+        return tree
+
+
 class Defaults:
-    """Merged trees per (group, kind) and version; a request looks its tree up in O(1)."""
+    """The rules per (group, kind) and version; a request looks its rules up in O(1)."""
 
     def __init__(self, rules: Sequence[DefaultsRule]) -> None:
         self.rules = tuple(rules)
-        self._trees: dict[tuple[str, str], dict[str | None, Branch]] = {}
+        self._kinds: dict[tuple[str, str], dict[str | None, KindDefaults]] = {}
         for group, kind in dict.fromkeys((rule.group, kind) for rule in self.rules for kind in sorted(rule.kinds)):
             matching = [rule for rule in self.rules if rule.group == group and kind in rule.kinds]
             named = {version for rule in matching for version in rule.versions if version != ANY_VERSION}
-            trees: dict[str | None, Branch] = {}
+            plans: dict[str | None, KindDefaults] = {}
             for version in [*sorted(named), None]:
                 applying = [rule for rule in matching if rule.applies_to(version)]
                 if applying:
-                    trees[version] = _merge_rules(applying, group, kind, version)
-            self._trees[(group, kind)] = trees
+                    plans[version] = _plan(applying, group, kind, version)
+            self._kinds[(group, kind)] = plans
+
+    def _for(self, group: str, version: str, kind: str) -> KindDefaults | None:
+        plans = self._kinds.get((group, kind))
+        if plans is None:
+            return None
+        return plans.get(version, plans.get(None))
 
     def tree_for(self, group: str, version: str, kind: str) -> Branch | None:
-        trees = self._trees.get((group, kind))
-        if trees is None:
-            return None
-        return trees.get(version, trees.get(None))
+        """What every request of this kind gets: its rules without match, merged."""
+        plan = self._for(group, version, kind)
+        return None if plan is None else plan.base
+
+    def for_request(self, group: str, version: str, kind: str, subject: Subject,
+                    namespace_labels: Callable[[str], Labels | None]) -> Branch | None:
+        """What this request gets: the rules that apply to it, in file order, merged."""
+        plan = self._for(group, version, kind)
+        return None if plan is None else plan.tree_for(subject, namespace_labels)
 
 
 class ConflictError(DefaultsError):
@@ -121,6 +177,15 @@ class ConflictError(DefaultsError):
     def __init__(self, path: Sequence[str], problem: str, rule: int) -> None:
         super().__init__(path, problem)
         self.rule = rule
+
+
+class SelectorError(ValueError):
+    """A rule's objectSelector reads a label that defaults set; ``rule`` is the rule selecting."""
+
+    def __init__(self, rule: int, problem: str) -> None:
+        super().__init__(problem)
+        self.rule = rule
+        self.problem = problem
 
 
 def compile_tree(raw: Mapping[Any, Any], rule: int = 0, path: tuple[str, ...] = ()) -> Branch:
@@ -244,18 +309,59 @@ def render_path(path: Sequence[str | int]) -> str:
     return text
 
 
-def _merge_rules(rules: Sequence[DefaultsRule], group: str, kind: str, version: str | None) -> Branch:
+def _plan(rules: Sequence[DefaultsRule], group: str, kind: str, version: str | None) -> KindDefaults:
+    """Refuse what could not have one meaning, and merge what every request of the kind gets.
+
+    Rules without match must agree on every value, as before ``match`` existed. Rules with match
+    may differ in values (that is their point) but not in shapes, and never read a label that a
+    default sets, or the rules a request selects would change once its defaults were set.
+    """
+    plain = [rule for rule in rules if rule.match is None]
+    base = _merge_rules(plain, group, kind, version) if plain else None
+    matched = tuple((rule.match, rule.index) for rule in rules if rule.match is not None)
+    if matched:
+        _merge_rules(rules, group, kind, version, first_wins=True)
+        _refuse_selecting_on_defaulted_labels(rules)
+    return KindDefaults(tuple(rules), base, matched)
+
+
+def _refuse_selecting_on_defaulted_labels(rules: Sequence[DefaultsRule]) -> None:
+    for rule in rules:
+        selector = rule.match.object_selector if rule.match is not None else None
+        if selector is None:
+            continue
+        read = [*selector.matchLabels, *(requirement.key for requirement in selector.matchExpressions)]
+        for other in rules:
+            defaulted = next((key for key in read if key in other.labels_set), None)
+            if defaulted is not None:
+                raise SelectorError(rule.index, f"reads the label {defaulted!r}, which defaults[{other.index}] sets: "
+                                    "the rule would select an object differently once it was defaulted")
+
+
+def _merge_in_order(rules: Sequence[DefaultsRule]) -> Branch:
+    """The rules merged in file order, the first that sets a field winning (shapes agree: checked at load)."""
     merged = rules[0].tree
     for rule in rules[1:]:
-        try:
-            merged = _merge(merged, rule.tree, ())
-        except DefaultsError as exc:
-            target = f"{group or 'core'}/{version or ANY_VERSION} {kind}"
-            raise ConflictError(exc.path, f"{exc.problem} (both apply to {target})", rule.index) from None
+        merged = _merge(merged, rule.tree, (), first_wins=True)
     return merged
 
 
-def _merge(first: Branch, second: Branch, path: tuple[str, ...]) -> Branch:
+def _merge_rules(rules: Sequence[DefaultsRule], group: str, kind: str, version: str | None, *,
+                 first_wins: bool = False) -> Branch:
+    merged = rules[0].tree
+    for rule in rules[1:]:
+        try:
+            merged = _merge(merged, rule.tree, (), first_wins=first_wins)
+        except DefaultsError as exc:
+            target = f"{group or 'core'}/{version or ANY_VERSION} {kind}"
+            both = "both can apply" if first_wins else "both apply"
+            raise ConflictError(exc.path, f"{exc.problem} ({both} to {target})", rule.index) from None
+    return merged
+
+
+def _merge(first: Branch, second: Branch, path: tuple[str, ...], *, first_wins: bool) -> Branch:
+    """``first`` then ``second``. Applying the result is applying ``first``, then ``second``:
+    set-if-absent lets an earlier value stand, so when ``first_wins`` it is kept, else refused."""
     children = dict(first.children)
     for key, node in second.children:
         here = (*path, key)
@@ -264,11 +370,11 @@ def _merge(first: Branch, second: Branch, path: tuple[str, ...]) -> Branch:
             continue
         earlier = children[key]
         if isinstance(earlier, Branch) and isinstance(node, Branch):
-            children[key] = _merge(earlier, node, here)
+            children[key] = _merge(earlier, node, here, first_wins=first_wins)
         elif isinstance(earlier, Each) and isinstance(node, Each):
-            children[key] = Each(_merge(earlier.branch, node.branch, (*here[:-1], key + EACH)))
+            children[key] = Each(_merge(earlier.branch, node.branch, (*here[:-1], key + EACH), first_wins=first_wins))
         elif isinstance(earlier, Leaf) and isinstance(node, Leaf):
-            if orjson.dumps(earlier.value) != orjson.dumps(node.value):
+            if not first_wins and orjson.dumps(earlier.value) != orjson.dumps(node.value):
                 earlier_value = orjson.dumps(earlier.value).decode()
                 raise DefaultsError(here, f"conflicts with defaults[{earlier.rule}], which sets it to {earlier_value}")
         else:

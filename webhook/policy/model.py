@@ -33,6 +33,7 @@ from webhook.policy.defaults import (
     Defaults,
     DefaultsError,
     DefaultsRule,
+    SelectorError,
     compile_tree,
     image_probes,
     render_path,
@@ -139,6 +140,7 @@ class DefaultsSpec(_Strict):
     versions: list[Annotated[str, Field(strict=True, min_length=1)]] = Field(min_length=1)
     kinds: list[Name] = Field(min_length=1)
     set_: dict[str, Any] = Field(alias="set")
+    match: MatchSpec | None = None  # None: every request of the kinds above
 
     @field_validator("group")
     @classmethod
@@ -227,7 +229,7 @@ class Policy:
 
     @property
     def needs_namespace_labels(self) -> bool:
-        """True when a scope or exception selects by namespaceSelector."""
+        """True when a scope, an exception or a defaults rule selects by namespaceSelector."""
         return self.namespace_selector_key is not None
 
     @property
@@ -235,6 +237,7 @@ class Policy:
         """Where the policy first selects by namespace labels, for a command that has none to give."""
         places = [(f"scopes[{i}]", scope.match) for i, scope in enumerate(self.scopes.scopes)]
         places += [(f"exceptions[{i}]", exception.match) for i, exception in enumerate(self.exceptions.items)]
+        places += [(f"defaults[{rule.index}]", rule.match) for rule in self.defaults.rules if rule.match is not None]
         return next((f"{key}.match.namespaceSelector" for key, match in places if match.namespace_selector), None)
 
     def refuse_namespace_selector(self, problem: str) -> None:
@@ -363,11 +366,17 @@ def _compile_defaults(specs: list[DefaultsSpec], source: str) -> Defaults:
             tree = compile_tree(spec.set_, index)
         except DefaultsError as exc:
             raise PolicyError(source, _set_key(index, exc.path), exc.problem) from None
-        rules.append(DefaultsRule(spec.group, frozenset(spec.versions), frozenset(spec.kinds), tree, index))
+        match = None if spec.match is None else Match.compile(spec.match)
+        if match is not None and match.kinds is not None and not match.kinds & set(spec.kinds):
+            raise PolicyError(source, f"defaults[{index}].match.kinds", f"names none of the rule's kinds "
+                              f"({', '.join(spec.kinds)}), so the rule would never apply")
+        rules.append(DefaultsRule(spec.group, frozenset(spec.versions), frozenset(spec.kinds), tree, index, match))
     try:
         return Defaults(rules)
     except ConflictError as exc:
         raise PolicyError(source, _set_key(exc.rule, exc.path), exc.problem) from None
+    except SelectorError as exc:
+        raise PolicyError(source, f"defaults[{exc.rule}].match.objectSelector", exc.problem) from None
 
 
 def _refuse_results_breaking_rules(policy: Policy, rules: Rules) -> None:
@@ -391,7 +400,11 @@ def _refuse_results_breaking_rules(policy: Policy, rules: Rules) -> None:
                     f"rewritten images such as {str(result)!r} (from {str(original)!r}) would not be allowed "
                     f"by images.allow{_in(rules)} ({rules.allowlist})",
                 )
-    for rule in policy.defaults.rules:  # merged trees produce exactly the union of these images
+    # Whatever rules a request selects, their merged tree gives each image site a value from one
+    # of them, so checking every rule covers every merge. A rule with match is checked against
+    # every rule set too: validation picks its scope from the mutated object, whose labels the
+    # defaults may have changed, so which scopes a matched rule can meet is not known at load.
+    for rule in policy.defaults.rules:
         key = f"defaults[{rule.index}].set"
         for kind in sorted(rule.kinds):
             spec_path = pod_spec_path(rule.group, kind)
