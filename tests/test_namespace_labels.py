@@ -7,6 +7,8 @@ The server runs as a real process and reads the stand-in API server through a ku
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import threading
 import time
@@ -32,6 +34,11 @@ scopes:
     match: {namespaceSelector: {matchExpressions: [{key: env, operator: In, values: [prod]}]}}
     images: {requireDigest: true}
 defaults:
+  - group: example.sealyun.com
+    versions: ["*"]
+    kinds: [Project]
+    match: {namespaceSelector: {matchLabels: {env: prod}}}
+    set: {spec: {replicas: 3}}
   - {group: example.sealyun.com, versions: ["*"], kinds: [Project], set: {spec: {replicas: 1}}}
 """
 DENIED_IN_SHOP = ('spec.containers[0] "c0": image "evil.io/x" (evil.io/x) is not from an allowed registry; '
@@ -82,6 +89,19 @@ def validate(server: ServerProcess, namespace: str, image: str = "evil.io/x") ->
         client.close()
 
 
+def mutate(server: ServerProcess, namespace: str) -> dict[str, Any]:
+    client = server.client()
+    try:
+        return client.review("/mutate", review(project(namespace=namespace), namespace=namespace))
+    finally:
+        client.close()
+
+
+def replicas(answer: dict[str, Any]) -> Any:
+    (operation,) = json.loads(base64.b64decode(answer["patch"]))
+    return operation["value"]
+
+
 def lookups(apiserver: ApiServer, name: str | None = None) -> list[Any]:
     """The GETs for one namespace not yet seen (a list narrowed by metadata.name)."""
     return [s for s in apiserver.lists(NAMESPACES)
@@ -97,6 +117,8 @@ def test_labels_decide_and_a_relabel_takes_effect_without_a_reload(served: Serve
     assert validate(served, "shop")["status"]["message"] == DENIED_IN_SHOP
     production = validate(served, "payments", "registry.k8s.io/pause:3.9")
     assert production["allowed"] is False and 'in scope "production"' in production["status"]["message"]
+    assert (replicas(mutate(served, "payments")), replicas(mutate(served, "shop"))) == ({"replicas": 3},
+                                                                                        {"replicas": 1})
 
     apiserver.store.put("namespaces", {"metadata": {"name": "onboard", "labels": {"env": "prod"}}})
     relabelled = eventually(lambda: 'in scope "production"' in (validate(served, "onboard").get("status") or {})
@@ -126,13 +148,10 @@ def test_not_ready_until_the_first_list_and_labels_that_cannot_be_had_fail_close
                             r"Kubernetes API at https://127\.0\.0\.1:\d+ for GET /api/v1/namespaces: HTTP 503: the "
                             r"server is currently unable to handle the request \(tried once, with a 1 s timeout\)",
                             denied["status"]["message"])
-        client = server.client()
-        try:
-            mutated = client.review("/mutate", review(project(namespace="onboard"), namespace="onboard"))
-        finally:
-            client.close()
-        # The example Project default does not read labels: mutation goes on without them.
-        assert mutated["allowed"] is True and "patch" in mutated
+        skipped = mutate(server, "payments")
+        assert skipped["allowed"] is True and "patch" not in skipped
+        assert skipped["warnings"][0].startswith('mutation skipped: the labels of namespace "payments" are '
+                                                 "unavailable: ")
         outage.on.clear()
         assert eventually(lambda: readyz(server)[0] == 200, timeout=20)
         assert validate(server, "onboard")["allowed"] is True
