@@ -4,8 +4,10 @@ and `webhook audit`."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
+import json
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.apiserver import WEBHOOK_RULES, ApiServer, write_kubeconfig
 from tests.conftest import REPO, ApiServerClient, ServerProcess
 from tests.reviews import pod_review, pod_spec, review, workload
 from tests.test_operations import metric
@@ -154,9 +157,18 @@ def test_a_reload_to_a_namespace_selector_without_a_cluster_is_refused(start_ser
         client.close()
 
 
-# serve and check give the same decision and messages for generated scoped policies and objects.
+# serve, check and audit give the same decision, messages and patch for generated scoped policies
+# and objects; serve reads the namespaces' labels from the stand-in API server, check from the
+# Namespace objects among its inputs, and audit's judge from the same labels.
 
-NAMESPACES = ["team-a-web", "team-b", "payments", "shop", "onboard"]
+LABELS: dict[str, dict[str, str]] = {"team-a-web": {"tier": "gold"}, "team-b": {}, "shop": {"env": "dev"},
+                                     "payments": {"env": "prod", "tier": "gold"}, "onboard": {"stage": "onboarding"}}
+NAMESPACES = list(LABELS)
+SELECTORS = st.sampled_from([
+    {"matchLabels": {"env": "prod"}}, {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]},
+    {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]},
+    {"matchExpressions": [{"key": "stage", "operator": "Exists"}]},
+    {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {}])
 IMAGES = ["nginx:1", "ghcr.io/team-a/x:1", "ghcr.io/team-b/x", "registry.acme.io/app@sha256:" + "a" * 64,
           "registry.acme.io/app:1", "bitnami/redis:7", "quay.io/old/t", "evil.io/x", "Bad//Ref"]
 
@@ -167,6 +179,10 @@ def scoped_policies(draw: st.DrawFn) -> str:
     for i in range(draw(st.integers(0, 3))):
         match: dict[str, Any] = {"namespaces": draw(st.lists(st.sampled_from(["team-*", "payments", "shop", "*"]),
                                                              min_size=1, max_size=2))}
+        if draw(st.booleans()):
+            match["namespaceSelector"] = draw(SELECTORS)
+            if draw(st.booleans()):
+                del match["namespaces"]
         if draw(st.booleans()):
             match["kinds"] = draw(st.lists(st.sampled_from(["Pod", "Deployment", "CronJob"]), min_size=1, max_size=2))
         if draw(st.booleans()):
@@ -181,21 +197,39 @@ def scoped_policies(draw: st.DrawFn) -> str:
         scopes.append({"name": f"s{i}", "match": match, "images": images})
     exceptions = [{"name": f"e{i}", "reason": f"ticket {i}",
                    "expires": draw(st.sampled_from(["2001-01-01T00:00:00Z", "2999-01-01T00:00:00Z"])),
-                   "match": {"namespaces": draw(st.lists(st.sampled_from(NAMESPACES), min_size=1, max_size=5))},
+                   "match": draw(st.one_of(
+                       st.builds(lambda names: {"namespaces": names},
+                                 st.lists(st.sampled_from(NAMESPACES), min_size=1, max_size=5)),
+                       st.builds(lambda selector: {"namespaceSelector": selector}, SELECTORS))),
                    "images": draw(st.lists(st.sampled_from(["docker.io/bitnami/redis", "quay.io/old/*", "evil.io"]),
                                            min_size=1, max_size=2))}
                   for i in range(draw(st.integers(0, 3)))]
+    defaults = [{"group": "apps", "versions": ["v1"], "kinds": ["Deployment"], "match": {"namespaceSelector": selector},
+                 "set": {"spec": {"replicas": replicas}}}
+                for replicas, selector in enumerate(draw(st.lists(SELECTORS, max_size=2)), start=2)]
+    defaults.append({"group": "apps", "versions": ["v1"], "kinds": ["Deployment"], "set": {"spec": {"replicas": 1}}})
     document = {"images": {"allow": ["docker.io/library/*"], "mode": draw(st.sampled_from(["enforce", "warn"]))},
-                "scopes": scopes, "exceptions": exceptions}
+                "scopes": scopes, "exceptions": exceptions, "defaults": defaults}
     return yaml.safe_dump(document)
 
 
 @pytest.fixture(scope="module")
 def reloadable(start_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServerProcess]]:
-    path = tmp_path_factory.mktemp("property") / "policy.yaml"
+    directory = tmp_path_factory.mktemp("property")
+    path = directory / "policy.yaml"
     path.write_text("images: {allow: [docker.io/library/*]}\n")
-    with start_server("--policy", str(path), "--reload-interval", "0.05") as server:
-        yield path, server
+    apiserver = ApiServer(directory / "apiserver")
+    apiserver.add_user("hook", "hook-token", *WEBHOOK_RULES)
+    for name, labels in LABELS.items():
+        apiserver.store.put("namespaces", {"metadata": {"name": name, "labels": labels}})
+    kubeconfig = write_kubeconfig(directory / "kubeconfig", apiserver.url, {"token": "hook-token"},
+                                  ca_file=apiserver.ca_file)
+    try:
+        with start_server("--policy", str(path), "--reload-interval", "0.05",
+                          "--kubeconfig", str(kubeconfig)) as server:
+            yield path, server
+    finally:
+        apiserver.stop()
 
 
 def _served(client: ApiServerClient, policy: Policy, path: Path, text: str) -> None:
@@ -214,8 +248,8 @@ CASES = st.tuples(st.sampled_from(NAMESPACES), st.sampled_from(["Pod", "Deployme
 @given(scoped_policies(), CASES)
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
                                                                                    HealthCheck.function_scoped_fixture])
-def test_serve_and_check_agree(reloadable: tuple[Path, ServerProcess], text: str,
-                               case: tuple[str, str, list[str], str]) -> None:
+def test_serve_check_and_audit_agree(reloadable: tuple[Path, ServerProcess], text: str,
+                                     case: tuple[str, str, list[str], str]) -> None:
     path, server = reloadable
     namespace, kind, images, app = case
     policy = parse_policy(text.encode(), str(path))
@@ -224,17 +258,25 @@ def test_serve_and_check_agree(reloadable: tuple[Path, ServerProcess], text: str
     try:
         _served(client, policy, path, text)
         served = client.review("/validate", review(obj, namespace=namespace))
+        mutated = client.review("/mutate", review(obj, namespace=namespace))
     finally:
         client.close()
-    (result,) = check.evaluate(read(["-"], io.BytesIO(yaml.safe_dump(obj).encode())), policy)
+    the_namespace = {"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": namespace, "labels": LABELS[namespace]}}
+    inputs = yaml.safe_dump_all([obj, the_namespace]).encode()
+    result, _ = check.evaluate(read(["-"], io.BytesIO(inputs)), policy)
     assert isinstance(result, check.Result)
     validation = result.admission.validation
+    patch = json.loads(base64.b64decode(mutated["patch"])) if "patch" in mutated else []
+    event(f"selects by labels: {policy.needs_namespace_labels}, patched: {bool(patch)}")
     event(f"scoped: {validation.scope is not None}, excepted: {bool(validation.exceptions)}, "
           f"expired note: {'expired' in (validation.message or '')}, allowed: {validation.allowed}")
     assert served["allowed"] == validation.allowed
     assert served.get("status", {}).get("message") == validation.message
-    assert served.get("warnings", []) == result.admission.warnings
-    audited = judge(obj, result.target, policy)  # audit: the stored object, judged as a CREATE of it
+    assert served.get("warnings", []) == clean_warnings(validation.warnings)
+    assert patch == result.admission.patch
+    labelled = policy.seen_from(namespace_labels=LABELS.get)  # what audit's namespace list gives judge
+    audited = judge(obj, result.target, labelled)  # audit: the stored object, judged as a CREATE of it
     assert (audited.allowed, audited.message, clean_warnings(audited.warnings)) == (
-        validation.allowed, validation.message, result.admission.warnings)
+        validation.allowed, validation.message, clean_warnings(validation.warnings))
     assert (audited.scope, audited.exceptions) == (validation.scope, validation.exceptions)
