@@ -252,7 +252,7 @@ def map_ports(text: str, mapping: Mapping[int, int]) -> str:
 
 @dataclass
 class Sandbox:
-    """A working directory for a doc's commands: ``manifests`` and ``tests`` from the repository,
+    """A working directory for a doc's commands: ``manifests``, ``tests`` and ``docs`` from the repository,
     ``webhook`` on the PATH running this checkout, a HOME of its own (no ~/.kube/config), and a
     terminal 100 columns wide for the help texts."""
 
@@ -264,7 +264,7 @@ class Sandbox:
         cwd, bin_dir, home = directory / "work", directory / "bin", directory / "home"
         for path in (cwd, bin_dir, home):
             path.mkdir(parents=True)
-        for name in ("manifests", "tests"):
+        for name in ("manifests", "tests", "docs"):
             (cwd / name).symlink_to(REPO / name)
         shim = bin_dir / "webhook"
         shim.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m webhook "$@"\n')

@@ -170,6 +170,12 @@ def test_the_default_policy_is_shown_as_it_is() -> None:
     assert shown == (REPO / "webhook/policy/default.yaml").read_text()
 
 
+def test_the_readme_shows_a_multi_team_policy(sandbox: Sandbox) -> None:
+    shown = doc_block("README.md", "multi-team-policy").text
+    assert shown == (REPO / "docs/examples/multi-team/policy.yaml").read_text()
+    run_block(doc_block("README.md", "multi-team-check"), sandbox)
+
+
 def test_certificates(sandbox: Sandbox) -> None:
     """Made, kept, printed, refused when half there, and rotated: one directory, in the docs' order."""
     run_block(doc_block("docs/operations.md", "certs-create"), sandbox)
