@@ -562,6 +562,8 @@ WEBHOOK_RULES = (
     Rule(("list", "watch"), ("deployments", "replicasets", "statefulsets", "daemonsets"), ("apps",),
          binding="admission-webhook"),
     Rule(("list", "watch"), ("jobs", "cronjobs"), ("batch",), binding="admission-webhook"),
+    Rule(("get", "list", "create", "update", "delete"), ("policyreports",), ("wgpolicyk8s.io",),
+         binding="admission-webhook"),
 )
 
 
