@@ -4,6 +4,8 @@ split before etcd's size limit; the product finds the stand-in only through a ku
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,12 @@ import pytest
 
 from tests.apiserver import WEBHOOK_RULES, ApiServer, Reply, Request, status, without
 from tests.conftest import write_policy
+from tests.docs import UIDS, Sandbox, doc_block, match, run_block
 from tests.reviews import pod_spec, workload
-from tests.test_audit import audit, auditor, denial, env_for, pod
+from tests.test_audit import audit, auditor, denial, docs_sandbox, env_for, pod
 from webhook.kube import policyreport as pr
 
-__all__ = ["auditor"]  # the fixture, shared with test_audit
+__all__ = ["auditor", "docs_sandbox"]  # the fixtures, shared with test_audit
 
 REPORTS = "policyreports.wgpolicyk8s.io"
 COLLECTION = "/apis/wgpolicyk8s.io/v1alpha2/namespaces/{}/policyreports"
@@ -31,6 +34,11 @@ def reports(apiserver: ApiServer) -> dict[str, dict[str, Any]]:
 def results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A report's results by the name of the object each is about."""
     return {r["resources"][0]["name"]: r for r in report["results"]}
+
+
+def seconds(text: str) -> str:
+    """A result's timestamp, which is the run's own."""
+    return re.sub(r'"seconds": \d+', '"seconds": <n>', text)
 
 
 def writes(apiserver: ApiServer) -> list[tuple[str, str, int]]:
@@ -360,3 +368,15 @@ def test_a_cluster_without_the_crd_is_told_which_to_install(apiserver: ApiServer
     assert result.stderr == ("webhook: error: the API server does not serve policyreports.wgpolicyk8s.io/v1alpha2: "
                              "install the PolicyReport CRDs (manifests/components/policy-reports)\n")
     assert result.stdout == ""  # nothing audited: the reports could not have been written
+
+
+# --- the docs --------------------------------------------------------------------------------------
+
+def test_the_docs_show_real_report_output(docs_sandbox: tuple[Sandbox, ApiServer]) -> None:
+    sandbox, server = docs_sandbox
+    run_block(doc_block("docs/cluster.md", "audit-report"), sandbox, normalisers=(UIDS,))
+    block = doc_block("docs/cluster.md", "audit-report-result")
+    stored = server.store.get(REPORTS, "admission-webhook-shop", "shop")
+    assert stored is not None
+    shown = results(stored)["legacy"]
+    match(block.body, json.dumps(shown, indent=2), (UIDS, seconds), what=block.where)

@@ -142,8 +142,9 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="List Pods and the workload kinds (all namespaces, or -n NS) page by page, and report every "
         "object the validating webhook would deny, with the server's messages. With --watch, keep watching "
         "from the list's resourceVersion and report violations as they appear, are resolved or deleted.",
-        epilog="exit status: 0 no violations (or a watch that was stopped); 1 violations found; 2 bad flags, "
-        "kubeconfig or policy; 3 the API server was unreachable or refused the call, or a permission is missing",
+        epilog="exit status: 0 no violations (or a watch that was stopped, or --report's reports written); "
+        "1 violations found; 2 bad flags, kubeconfig or policy; 3 the API server was unreachable or refused the "
+        "call, or a permission is missing",
     )
     audit.add_argument("--policy", type=Path, metavar="FILE",
                        help="policy YAML file (default: the embedded default policy)")
