@@ -237,14 +237,21 @@ def test_a_report_created_meanwhile_is_updated_and_one_not_ours_is_left_alone(
     assert "results" not in reports(apiserver)["team/admission-webhook-team"]
 
 
-def test_a_writer_that_never_stops_is_given_up_on(apiserver: ApiServer, auditor: dict[str, str]) -> None:
+def test_a_writer_that_never_stops_is_given_up_on_after_what_was_written_is_shown(
+    apiserver: ApiServer, auditor: dict[str, str]
+) -> None:
     apiserver.store.put("pods", pod("bad", "evil.io/x:1"))
+    apiserver.store.put("pods", pod("bad", "evil.io/x:1", namespace="alpha"))
     assert audit("--report", env=auditor).returncode == 0
     apiserver.store.put("pods", pod("bad", "nginx:1.27"))
+    apiserver.store.put("pods", pod("bad", "nginx:1.27", namespace="alpha"))
     conflict = status(409, "Conflict", "the object has been modified")
-    apiserver.interceptors.append(lambda request: conflict if request.method == "PUT" else None)
+    team = COLLECTION.format("team")
+    apiserver.interceptors.append(lambda r: conflict if r.method == "PUT" and r.path.startswith(team) else None)
     result = audit("--report", env=auditor)
     assert result.returncode == 3
+    assert result.stdout.splitlines()[-1] == ("policyreports.wgpolicyk8s.io/admission-webhook-alpha -n alpha updated "
+                                              "(1 pass, 0 fail, 0 warn, 0 error, 0 skip)")
     assert result.stderr == ("webhook: error: policyreports.wgpolicyk8s.io admission-webhook-team in namespace team "
                              "kept changing under us: 5 writes met 409 Conflict\n")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
@@ -119,10 +120,14 @@ def stored_reports(client: KubeClient, namespace: str | None) -> tuple[list[Stor
                 continue
             raise
         for item in page.get("items") or []:
+            if not isinstance(item, dict):
+                continue
             metadata = item.get("metadata") or {}
             reports.append(Stored(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""),
                                   str(metadata.get("resourceVersion") or ""), pr.content(item)))
             for result in item.get("results") or []:
+                if not isinstance(result, dict):
+                    continue
                 for ref in result.get("resources") or []:
                     found[str(ref.get("uid"))] = (pr.fingerprint(result), result.get("timestamp"))
         token = (page.get("metadata") or {}).get("continue")
@@ -132,23 +137,22 @@ def stored_reports(client: KubeClient, namespace: str | None) -> tuple[list[Stor
 
 
 def write(client: KubeClient, collector: Collector, stored: list[Stored], found: pr.Found, *,
-          now: float, max_bytes: int = pr.MAX_REPORT_BYTES) -> list[Written]:
-    """Bring every namespace's reports to what the collected results say, then prune the rest."""
+          now: float, max_bytes: int = pr.MAX_REPORT_BYTES) -> Iterator[Written]:
+    """Bring every namespace's reports to what the collected results say, then prune the rest;
+    each write is handed over as it is done, so a failure later still shows what was written."""
     by_namespace: dict[str, dict[str, Stored]] = defaultdict(dict)
     for known in stored:
         by_namespace[known.namespace][known.name] = known
-    written: list[Written] = []
     for namespace in sorted(set(collector.results) | set(by_namespace)):
         existing = by_namespace.get(namespace, {})
         desired = pr.build(namespace, collector.results.get(namespace, []), now=now, found=found, max_bytes=max_bytes)
         for report in desired:
             action = apply(client, report, existing.get(report["metadata"]["name"]))
-            written.append(Written(namespace, report["metadata"]["name"], action, report["summary"]))
+            yield Written(namespace, report["metadata"]["name"], action, report["summary"])
         names = {report["metadata"]["name"] for report in desired}
         for name in sorted(set(existing) - names):
             _delete(client, namespace, name)
-            written.append(Written(namespace, name, "deleted"))
-    return written
+            yield Written(namespace, name, "deleted")
 
 
 def apply(client: KubeClient, desired: dict[str, Any], known: Stored | None) -> str:
@@ -196,17 +200,20 @@ def run(
     now = time.time()
     run_audit(client, policy, namespace=namespace, watch=False, chunk_size=chunk_size, output=output,
               out=out, err=err, stop=stop, collect=collector.add)
-    written = write(client, collector, stored, found, now=now, max_bytes=max_bytes)
-    counts = {action: sum(w.action == action for w in written)
-              for action in ("created", "updated", "unchanged", "deleted")}
+    stream = out if output == "table" else err
+
+    def say(line: str) -> None:
+        print(line if output == "table" else f"webhook: {line}", file=stream, flush=True)
+
+    counts = dict.fromkeys(("created", "updated", "unchanged", "deleted"), 0)
+    for written in write(client, collector, stored, found, now=now, max_bytes=max_bytes):
+        counts[written.action] += 1
+        say(str(written))
     namespaces = len(collector.results)
-    lines = [*map(str, written), f"policy reports for {namespaces} namespace{'' if namespaces == 1 else 's'}: "
-             + ", ".join(f"{n} {action}" for action, n in counts.items())]
+    say(f"policy reports for {namespaces} namespace{'' if namespaces == 1 else 's'}: "
+        + ", ".join(f"{n} {action}" for action, n in counts.items()))
     if collector.unplaced:
-        lines.append(f"{collector.unplaced} object(s) without a namespace were left out")
-    for line in lines:
-        print(line if output == "table" else f"webhook: {line}", file=out if output == "table" else err)
-    (out if output == "table" else err).flush()
+        say(f"{collector.unplaced} object(s) without a namespace were left out")
     return 0
 
 
