@@ -563,6 +563,8 @@ WEBHOOK_RULES = (
          binding="admission-webhook"),
     Rule(("list", "watch"), ("jobs", "cronjobs"), ("batch",), binding="admission-webhook"),
     Rule(("list", "watch"), ("namespaces",), ("",), binding="admission-webhook"),
+    Rule(("get", "list", "create", "update", "delete"), ("policyreports",), ("wgpolicyk8s.io",),
+         binding="admission-webhook"),
 )
 
 

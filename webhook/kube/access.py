@@ -31,11 +31,13 @@ KNOWN_GROUPS: dict[str, str] = {
     "customresourcedefinitions": "apiextensions.k8s.io",
     "roles": "rbac.authorization.k8s.io", "rolebindings": "rbac.authorization.k8s.io",
     "clusterroles": "rbac.authorization.k8s.io", "clusterrolebindings": "rbac.authorization.k8s.io",
+    "policyreports": "wgpolicyk8s.io", "clusterpolicyreports": "wgpolicyk8s.io",
 }
 # Cluster-scoped resources get no namespace, whatever the context's default namespace is.
 CLUSTER_SCOPED = frozenset({
     "namespaces", "nodes", "persistentvolumes", "validatingwebhookconfigurations", "mutatingwebhookconfigurations",
     "customresourcedefinitions", "clusterroles", "clusterrolebindings", "storageclasses", "priorityclasses",
+    "clusterpolicyreports",
 })
 WORKLOADS = (("", "pods"), ("", "podtemplates"), ("", "replicationcontrollers"), ("apps", "deployments"),
              ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs"),
@@ -107,6 +109,13 @@ FEATURES: dict[str, Feature] = {
         Feature(
             "audit", "list and watch what already runs",
             tuple(Permission(verb, resource, group) for group, resource in WORKLOADS for verb in ("list", "watch")),
+        ),
+        Feature(
+            # `audit --report`: list ours, create, update with resourceVersion (get after a 409),
+            # delete the emptied. Every kind audit judges is namespaced, so no ClusterPolicyReport.
+            "report", "write the audit's results as PolicyReports",
+            tuple(Permission(verb, "policyreports", "wgpolicyk8s.io")
+                  for verb in ("get", "list", "create", "update", "delete")),
         ),
         Feature(
             # Only for a policy that selects by namespace labels; can-i --list shows it for such a policy.

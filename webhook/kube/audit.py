@@ -118,10 +118,12 @@ def judge(obj: dict[str, Any], target: Target, policy: Policy) -> Response:
 class Auditor:
     """The reflector's handler for one kind: judge each object, report what violates the policy."""
 
-    def __init__(self, target: Target, policy: Policy, report: Callable[[Finding], None], *, track: bool) -> None:
+    def __init__(self, target: Target, policy: Policy, report: Callable[[Finding], None], *, track: bool,
+                 collect: Callable[[Finding], None] | None = None) -> None:
         self.target = target
         self.policy = policy
         self.report = report
+        self.collect = collect  # `--report`: every object's finding, violation or not
         self.track = track  # watch mode: remember violations, to report each once and its end
         self.violations: dict[str, tuple[str | None, str, tuple[str, ...]]] = {}  # uid -> namespace, name, messages
         self.seen: set[str] = set()  # violations seen again by the list under way
@@ -134,6 +136,8 @@ class Auditor:
         response = judge(obj, self.target, self.policy)
         exceptions = tuple((n, self.policy.exceptions.expires_text(n)) for n in response.exceptions)
         finding = Finding(event, self.target, namespace, name, key, response, exceptions)
+        if self.collect is not None:
+            self.collect(finding)
         if response.allowed and response.outcome != "warned" and not response.exceptions:
             if self.track and self.violations.pop(key, None) is not None:
                 self.report(Finding("RESOLVED", self.target, namespace, name, key, response))
@@ -205,11 +209,13 @@ class Report:
 def run(
     client: KubeClient, policy: Policy, *, namespace: str | None, watch: bool, chunk_size: int, output: Output,
     out: TextIO, err: TextIO, stop: threading.Event, backoff: Backoff | None = None, at: float | None = None,
+    collect: Callable[[Finding], None] | None = None,
 ) -> int:
     """Preflight, list every kind, then (``watch``) watch them all until ``stop`` is set.
 
     Returns 1 when a list found a violation and ``watch`` is off, else 0. ``at`` judges as of
-    that moment (``--at``), the note about expired exceptions included.
+    that moment (``--at``), the note about expired exceptions included. ``collect`` is handed
+    every object's finding, for ``--report``.
     """
     if at is not None:
         policy = policy.seen_from(clock=lambda: at)
@@ -227,8 +233,9 @@ def run(
         prefix = f"/apis/{target.group}/{target.version}" if target.group else f"/api/{target.version}"
         path = f"{prefix}/namespaces/{namespace}/{target.resource}" if namespace else f"{prefix}/{target.resource}"
         what = f"{target.resource}.{target.group}" if target.group else target.resource
-        reflectors.append(Reflector(client, path, what, Auditor(target, policy, report.finding, track=watch),
-                                    chunk_size=chunk_size, backoff=backoff, warn=report.warning))
+        auditor = Auditor(target, policy, report.finding, track=watch, collect=collect)
+        reflectors.append(Reflector(client, path, what, auditor, chunk_size=chunk_size, backoff=backoff,
+                                    warn=report.warning))
     versions = [reflector.list() for reflector in reflectors]
     if not watch:
         scope = f"namespace {namespace}" if namespace else "all namespaces"

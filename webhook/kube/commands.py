@@ -154,8 +154,9 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="List Pods and the workload kinds (all namespaces, or -n NS) page by page, and report every "
         "object the validating webhook would deny, with the server's messages. With --watch, keep watching "
         "from the list's resourceVersion and report violations as they appear, are resolved or deleted.",
-        epilog="exit status: 0 no violations (or a watch that was stopped); 1 violations found; 2 bad flags, "
-        "kubeconfig or policy; 3 the API server was unreachable or refused the call, or a permission is missing",
+        epilog="exit status: 0 no violations (or a watch that was stopped, or --report's reports written); "
+        "1 violations found; 2 bad flags, kubeconfig or policy; 3 the API server was unreachable or refused the "
+        "call, or a permission is missing",
     )
     audit.add_argument("--policy", type=Path, metavar="FILE",
                        help="policy YAML file (default: the embedded default policy)")
@@ -169,6 +170,9 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     audit.add_argument("--at", type=rfc3339_moment, metavar="TIME",
                        help="judge as of this RFC 3339 time, e.g. to see what breaks when an exception expires "
                        "(default: now)")
+    audit.add_argument("--report", action="store_true",
+                       help="also write every result as PolicyReports (wgpolicyk8s.io/v1alpha2), one per namespace, "
+                       "and prune the rest; exit status 0 once written, violations or not; not with --watch or --at")
     cluster_flags(audit)
 
 
@@ -268,8 +272,12 @@ def _register(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from webhook.kube import audit  # noqa: PLC0415
+    from webhook.kube import audit, reports  # noqa: PLC0415
 
+    if args.report and (args.watch or args.at is not None):
+        # Reports are rebuilt from one whole list, and say what holds now, not at another time.
+        other = "--watch" if args.watch else "--at"
+        raise ConfigError(f"--report writes what one list finds now, so it does not go with {other}")
     policy = load_policy(args.policy)
     stop = threading.Event()
 
@@ -283,6 +291,9 @@ def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         with _client(args, environ) as client:
+            if args.report:
+                return reports.run(client, policy, namespace=args.namespace, chunk_size=args.chunk_size,
+                                   output=args.output, out=sys.stdout, err=sys.stderr, stop=stop)
             return audit.run(client, policy, namespace=args.namespace, watch=args.watch, chunk_size=args.chunk_size,
                              output=args.output, out=sys.stdout, err=sys.stderr, stop=stop, at=args.at)
     except KeyboardInterrupt:  # Ctrl-C during a one-off list
