@@ -562,6 +562,13 @@ WEBHOOK_RULES = (
     Rule(("list", "watch"), ("deployments", "replicasets", "statefulsets", "daemonsets"), ("apps",),
          binding="admission-webhook"),
     Rule(("list", "watch"), ("jobs", "cronjobs"), ("batch",), binding="admission-webhook"),
+    # doctor's reads
+    Rule(("list",), ("namespaces", "nodes"), ("",), binding="admission-webhook"),
+    Rule(("get",), ("secrets",), ("",), binding="admission-webhook"),
+    Rule(("list",), ("clusterroles", "clusterrolebindings", "roles", "rolebindings"), ("rbac.authorization.k8s.io",),
+         binding="admission-webhook"),
+    Rule(("list",), ("endpointslices",), ("discovery.k8s.io",), binding="admission-webhook"),
+    Rule(("list",), ("poddisruptionbudgets",), ("policy",), binding="admission-webhook"),
 )
 
 

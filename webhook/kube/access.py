@@ -108,6 +108,20 @@ FEATURES: dict[str, Feature] = {
             "audit", "list and watch what already runs",
             tuple(Permission(verb, resource, group) for group, resource in WORKLOADS for verb in ("list", "watch")),
         ),
+        Feature(
+            # Read only. The namespaced rows are the manifests' namespace, admission-webhook.
+            "doctor", "report coverage gaps: our configurations, namespaces, RBAC, endpoints, drift",
+            (*(Permission("get", kind, ADMISSION_GROUP, name=DEFAULT_CONFIGURATION) for kind in WEBHOOK_CONFIGURATIONS),
+             Permission("list", "namespaces"),
+             *(Permission("list", kind, "rbac.authorization.k8s.io")
+               for kind in ("clusterroles", "clusterrolebindings", "roles", "rolebindings")),
+             Permission("get", "secrets", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "endpointslices", "discovery.k8s.io", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "poddisruptionbudgets", "policy", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "pods", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "nodes"),
+             *(Permission("list", resource, group) for group, resource in WORKLOADS)),
+        ),
     )
 }
 UNREGISTER = tuple(Permission(verb, kind, ADMISSION_GROUP) for kind in WEBHOOK_CONFIGURATIONS
