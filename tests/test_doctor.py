@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.apiserver import UNREACHABLE, WEBHOOK_RULES, ApiServer, without, write_kubeconfig
+from tests.apiserver import UNREACHABLE, WEBHOOK_RULES, ApiServer, docs_cluster, without, write_kubeconfig
 from tests.apiserver_installed import NS, SKIP_LABEL, break_installation, install
 from tests.apiserver_store import RBAC
+from tests.docs import Sandbox, doc_block, run_block
 from tests.reviews import pod_spec, workload
 from tests.test_kube_cli import cli, environment, webhook
 from webhook.certs import ensure_certificates
@@ -294,3 +295,22 @@ def test_rbac_is_evaluated_as_the_authorizer_does() -> None:
     assert len(snapshot.who_can(Request("update", "", "namespaces", name="ops"))) == 1
     assert snapshot.who_can(Request("update", "", "namespaces", name="shop")) == []
 
+
+
+# --- the docs ---------------------------------------------------------------------------------------
+
+def test_the_docs_doctor_examples(tmp_path: Path) -> None:
+    """docs/cluster.md's and README.md's doctor examples: the stand-in as `python -m tests.apiserver --installed`
+    runs it, then broken by `break_installation` between the healthy and the broken blocks."""
+    sandbox = Sandbox.make(tmp_path)
+    server = docs_cluster(sandbox.cwd / "stand-in", installed=True)
+    try:
+        ports = {int(server.url.rsplit(":", 1)[1]): 6443}
+        run_block(doc_block("docs/cluster.md", "doctor-healthy"), sandbox, ports=ports)  # it exports KUBECONFIG
+        sandbox.env["KUBECONFIG"] = str(sandbox.cwd / "stand-in" / "kubeconfig")
+        run_block(doc_block("README.md", "doctor-healthy-summary"), sandbox, ports=ports)
+        break_installation(server, tmp_path)
+        run_block(doc_block("docs/cluster.md", "doctor-broken"), sandbox, ports=ports)
+        run_block(doc_block("README.md", "doctor-broken-excerpt"), sandbox, ports=ports)
+    finally:
+        server.stop()
