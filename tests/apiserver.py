@@ -565,6 +565,13 @@ WEBHOOK_RULES = (
     Rule(("list", "watch"), ("namespaces",), ("",), binding="admission-webhook"),
     Rule(("get", "list", "create", "update", "delete"), ("policyreports",), ("wgpolicyk8s.io",),
          binding="admission-webhook"),
+    # doctor's reads
+    Rule(("list",), ("nodes",), ("",), binding="admission-webhook"),
+    Rule(("get",), ("secrets",), ("",), binding="admission-webhook"),
+    Rule(("list",), ("clusterroles", "clusterrolebindings", "roles", "rolebindings"), ("rbac.authorization.k8s.io",),
+         binding="admission-webhook"),
+    Rule(("list",), ("endpointslices",), ("discovery.k8s.io",), binding="admission-webhook"),
+    Rule(("list",), ("poddisruptionbudgets",), ("policy",), binding="admission-webhook"),
 )
 
 
@@ -607,20 +614,26 @@ DOCS_WORKLOADS = [  # (resource, kind, namespace, name, image)
 UNREACHABLE = "https://127.0.0.1:1"  # nothing listens on port 1: a connection is refused at once
 
 
-def docs_cluster(directory: Path, port: int = 0) -> ApiServer:
+def docs_cluster(directory: Path, port: int = 0, *, installed: bool = False) -> ApiServer:
     """The stand-in as docs/cluster.md's examples meet it, with its kubeconfig files in ``directory``:
 
     - ``kubeconfig``: user ``jane``, who has every permission the webhook's features need;
     - ``ci.kubeconfig``: user ``ci`` (``CI_RULES``), who lacks some;
     - ``down.kubeconfig``: a cluster that cannot be reached.
 
-    The workloads of ``DOCS_WORKLOADS`` are stored; no webhook configuration exists yet.
+    The workloads of ``DOCS_WORKLOADS`` are stored; no webhook configuration exists yet. With
+    ``installed``, it holds instead a healthy installation of the webhook (``tests/apiserver_installed.py``),
+    for the ``doctor`` examples.
     """
     directory = directory.resolve()  # the kubeconfig files name the CA by an absolute path
     server = ApiServer(directory, port=port)
     server.add_user("jane", "jane-token", *WEBHOOK_RULES)
     server.add_user("ci", "ci-token", *CI_RULES)
-    for resource, kind, namespace, name, image in DOCS_WORKLOADS:
+    if installed:
+        from tests.apiserver_installed import install  # noqa: PLC0415 - it imports this module
+
+        install(server, directory)
+    for resource, kind, namespace, name, image in () if installed else DOCS_WORKLOADS:
         server.store.put(resource, workload(kind, pod_spec(image), name=name, namespace=namespace))
     write_kubeconfig(directory / "kubeconfig", server.url, {"token": "jane-token"}, ca_file=server.ca_file,
                      user_name="jane")
@@ -640,10 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("stand-in"),
                         help="where its certificates and kubeconfig files go (default: %(default)s)")
     parser.add_argument("--port", type=int, default=6443, help="port on 127.0.0.1; 0 for any (default: %(default)s)")
+    parser.add_argument("--installed", action="store_true",
+                        help="hold a healthy installation of the webhook instead of the audit examples' workloads")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     try:
-        server = docs_cluster(args.dir, args.port)
+        server = docs_cluster(args.dir, args.port, installed=args.installed)
     except OSError as exc:
         print(f"python -m tests.apiserver: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}; "
               "choose another --port", file=sys.stderr)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Rule
+from tests.apiserver import GROUP, WEBHOOK_RULES, ApiServer, Rule, docs_cluster
 from tests.conftest import REPO
 from tests.docs import Process, Sandbox, doc_block, map_ports, match
 from webhook.kube.registration import RegistrationOptions, build_configurations
@@ -247,8 +247,8 @@ def test_the_stand_in_runs_as_a_command_with_the_docs_users(tmp_path: Path) -> N
             assert result.stdout, result.stderr
             return [str(result.returncode), result.stdout.splitlines()[-1]]
 
-        assert can_i("kubeconfig") == ["0", "all 33 permissions granted"]
-        assert can_i("ci.kubeconfig") == ["1", "13 of 33 permissions missing"]
+        assert can_i("kubeconfig") == ["0", "all 43 permissions granted"]
+        assert can_i("ci.kubeconfig") == ["1", "22 of 43 permissions missing"]
     finally:
         assert stand_in.stop() == 0
 
@@ -263,3 +263,28 @@ def test_the_stand_in_command_names_a_port_in_use(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == (f"python -m tests.apiserver: cannot listen on 127.0.0.1:{port}: Address already in use; "
                              "choose another --port\n")
+
+
+def test_the_installed_stand_in_holds_a_running_webhook(tmp_path: Path) -> None:
+    """`python -m tests.apiserver --installed` (docs_cluster(installed=True)): what doctor reads, through the API."""
+    server = docs_cluster(tmp_path, installed=True)
+    try:
+        context = ssl.create_default_context(cafile=str(server.ca_file))
+        with httpx.Client(base_url=server.url, verify=context, timeout=5,
+                          headers={"Authorization": "Bearer jane-token"}) as client:
+            def names(path: str, **params: str) -> list[str]:
+                return [i["metadata"]["name"] for i in client.get(path, params=params).json()["items"]]
+
+            assert names("/api/v1/namespaces") == ["admission-webhook", "default", "kube-system", "ops", "shop"]
+            assert names("/api/v1/nodes") == ["node-a", "node-b", "node-c"]
+            slices = "/apis/discovery.k8s.io/v1/namespaces/admission-webhook/endpointslices"
+            ours = names(slices, labelSelector="kubernetes.io/service-name=admission-webhook")
+            assert ours == ["admission-webhook-x7k2p"]
+            assert names(slices, labelSelector="kubernetes.io/service-name=other") == []
+            bindings = names("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings")
+            assert bindings == ["admission-webhook", "cluster-admin"]
+            assert client.get(f"{BASE}/admission-webhook").json()["webhooks"][0]["clientConfig"]["caBundle"]
+            assert names("/api/v1/pods") == ["admission-webhook-6f7c9-2xkqp", "admission-webhook-6f7c9-8hd4z",
+                                             "admission-webhook-6f7c9-tq5mn"]
+    finally:
+        server.stop()

@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "certs":
             return _certs(args)
-        if args.command in ("can-i", "register", "unregister", "audit"):
+        if args.command in ("can-i", "register", "unregister", "audit", "doctor"):
             return kube_commands.run(args, os.environ)
         if args.command == "check":
             return _check(args)

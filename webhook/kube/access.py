@@ -118,6 +118,20 @@ FEATURES: dict[str, Feature] = {
                   for verb in ("get", "list", "create", "update", "delete")),
         ),
         Feature(
+            # Read only. The namespaced rows are the manifests' namespace, admission-webhook.
+            "doctor", "report coverage gaps: our configurations, namespaces, RBAC, endpoints, drift",
+            (*(Permission("get", kind, ADMISSION_GROUP, name=DEFAULT_CONFIGURATION) for kind in WEBHOOK_CONFIGURATIONS),
+             Permission("list", "namespaces"),
+             *(Permission("list", kind, "rbac.authorization.k8s.io")
+               for kind in ("clusterroles", "clusterrolebindings", "roles", "rolebindings")),
+             Permission("get", "secrets", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "endpointslices", "discovery.k8s.io", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "poddisruptionbudgets", "policy", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "pods", namespace=DEFAULT_CONFIGURATION),
+             Permission("list", "nodes"),
+             *(Permission("list", resource, group) for group, resource in WORKLOADS)),
+        ),
+        Feature(
             # Only for a policy that selects by namespace labels; can-i --list shows it for such a policy.
             "namespaces", "read namespace labels for a policy's namespaceSelector",
             tuple(Permission(verb, "namespaces") for verb in ("list", "watch")),

@@ -146,6 +146,9 @@ def add_commands(
                        "(default: %(default)s)")
     cluster_flags(unreg)
     _audit_parser(commands)
+    from webhook.kube.doctor.command import add_parser as doctor_parser  # noqa: PLC0415 - it imports this module
+
+    doctor_parser(commands)
 
 
 def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -223,6 +226,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return _register(args, environ)
         if args.command == "audit":
             return _audit(args, environ)
+        if args.command == "doctor":
+            from webhook.kube.doctor.command import run as doctor  # noqa: PLC0415
+
+            return doctor(args, environ)
         return _unregister(args, environ)
     except (ConfigError, RegistrationError, PolicyError) as exc:
         return _fail(exc, EXIT_USAGE)
