@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bench import bodies
-from bench.run import LONE, SCOPED, UNSCOPED, Row, Sample, print_summary
+from bench.run import LONE, SCOPED, UNSCOPED, Row, Sample, ScopesRun, print_scopes, print_summary
 from tests.conftest import REPO
 from tests.docs import NUMBERS, doc_block, match
 from webhook.admission.deadline import NEVER
@@ -117,3 +117,15 @@ def test_the_scopes_rows_request_is_decided_by_the_last_scope_and_allowed() -> N
     assert in_order == ["team-0999"]
     for p, scope in ((scoped, "team-0999"), (unscoped, None)):
         assert validate(request, p, NEVER) == Response(True, scope=scope)
+
+
+def test_the_performance_page_shows_the_scopes_verdict_as_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """The figures are a run's own; the wording is what bench/run.py prints today."""
+    def row(case: str, cpu_us: float) -> Row:
+        return Row(case, "ours", 1, [Sample(6000, 2.0, 3.0, 9.0, cpu_us, 0, wrk_cpu_us=40, steal_pct=0.2)])
+
+    run = ScopesRun([row(SCOPED, 149), row(UNSCOPED, 123)], {SCOPED: [26.0], UNSCOPED: [24.0]})
+    print_scopes(run)
+    block = doc_block("docs/performance.md", "bench-scopes")
+    verdict = capsys.readouterr().out.strip().splitlines()[-2:]
+    match(block.body, "\n".join(verdict), (NUMBERS,), what=block.where)
