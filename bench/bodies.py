@@ -109,3 +109,87 @@ def policy_with(patterns: int) -> str:
     allow += [f"registry{i}.example.com/team-{i}/*" for i in range(max(0, patterns - len(allow)))]
     lines = "\n".join(f"    - {p}" for p in allow)
     return f"images:\n  mode: enforce\n  allow:\n{lines}\nexemptNamespaces: [kube-system]\n"
+
+
+def pod_in(namespace: str) -> dict[str, Any]:
+    """The allowed Pod CREATE, in ``namespace``."""
+    review = pod_allowed()
+    review["request"]["namespace"] = namespace
+    review["request"]["object"]["metadata"]["namespace"] = namespace
+    return review
+
+
+# The embedded default policy's baseline (webhook/policy/default.yaml), which the scoped
+# policies below add to.
+DEFAULT_LIKE = """\
+images:
+  mode: enforce
+  allow: [registry.k8s.io, docker.io/library/*, ghcr.io/*, quay.io/*]
+  requireDigest: false
+exemptNamespaces: [kube-system]
+defaults:
+  - group: example.sealyun.com
+    versions: ["*"]
+    kinds: [Project]
+    set: {spec: {replicas: 1}}
+"""
+
+
+def scope_namespace(scopes: int) -> str:
+    """The namespace that the last of ``scoped_policy(scopes, ...)``'s scopes names, and only it."""
+    return f"team-{scopes - 1:04}"
+
+
+def _scope(i: int, last: bool) -> str:
+    """One scope of a realistic mix: mostly exact namespaces; globs, kinds and object selectors
+    too; and every hundredth a cluster-wide one (kinds or labels only), tried on every request."""
+    team = f"team-{i:04}"
+    registry = f"registry.{team}.example.com"
+    if i % 100 == 50 and not last:
+        match = "{kinds: [CronJob]}" if i % 200 == 50 else f"{{objectSelector: {{matchLabels: {{tier: batch-{i}}}}}}}"
+        images = f"{{allow: [{registry}/batch/*]}}"
+    elif last or i % 10 < 6:
+        match = f"{{namespaces: [{team}, {team}-staging]}}"
+        images = f"{{allow: [{registry}/*]}}"
+    elif i % 10 == 6:
+        match = f'{{namespaces: ["tenant-{i:04}-*", "{team}-preview-*"]}}'
+        images = f"{{allow: [{registry}/*], mode: warn}}"
+    elif i % 10 == 7:
+        match = f"{{namespaces: [{team}-data], objectSelector: {{matchLabels: {{app: redis-{i}}}}}}}"
+        images = f"{{inheritAllow: false, allow: [{registry}/redis, registry.k8s.io], requireDigest: true}}"
+    elif i % 10 == 8:
+        match = f"{{namespaces: [{team}-jobs], kinds: [CronJob, Job]}}"
+        images = f"{{allow: [{registry}/jobs/*]}}"
+    else:
+        match = (f"{{namespaces: [{team}-ops], objectSelector: {{matchExpressions: "
+                 f"[{{key: owner, operator: In, values: [ops-{i}]}}]}}}}")
+        images = "{mode: off}"
+    return f"  - name: {team}\n    match: {match}\n    images: {images}\n"
+
+
+def _exception(i: int) -> str:
+    """One exception: a legacy image for one team's namespace, for a while; a few have expired,
+    a few use globs or apply cluster-wide to one kind."""
+    team = f"team-{i:04}"
+    expires = "2020-01-01T00:00:00Z" if i % 100 == 99 else "2099-01-01T00:00:00Z"
+    if i % 50 == 25:
+        match = f"{{kinds: [Deployment], objectSelector: {{matchLabels: {{legacy: l-{i}}}}}}}"
+    elif i % 10 == 3:
+        match = f'{{namespaces: ["tenant-{i:04}-*"], kinds: [Pod, Deployment]}}'
+    else:
+        match = f"{{namespaces: [{team}], objectSelector: {{matchLabels: {{app: legacy-{i}}}}}}}"
+    return (f"  - name: legacy-{i:04}\n    reason: \"OPS-{i}: move legacy-{i} to the team registry\"\n"
+            f"    expires: \"{expires}\"\n    match: {match}\n"
+            f"    images: [docker.io/legacy/app-{i}, registry.old.example.com/{team}/*]\n")
+
+
+def scoped_policy(scopes: int, exceptions: int) -> str:
+    """The default-like baseline with ``scopes`` scopes and ``exceptions`` exceptions. The Pod of
+    ``pod_in(scope_namespace(scopes))`` is decided by the last scope and allowed, and no
+    namespaceSelector appears (serve refuses one until it keeps namespace labels)."""
+    text = DEFAULT_LIKE
+    if scopes:
+        text += "scopes:\n" + "".join(_scope(i, i == scopes - 1) for i in range(scopes))
+    if exceptions:
+        text += "exceptions:\n" + "".join(_exception(i) for i in range(exceptions))
+    return text

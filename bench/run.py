@@ -3,12 +3,20 @@ keep-alive, side by side with a do-nothing FastAPI app (the framework floor).
 
     python bench/run.py            # full run, about 13 minutes on 2 cores
     python bench/run.py --tiny     # a few seconds: only proves the benchmark works
+    python bench/run.py --only scopes   # only the scopes row, about 2 minutes
 
 Runs are interleaved and repeated; medians are reported with min and max. Server CPU time
 comes from /proc, so it counts the server's process tree only, not wrk. wrk shares the
 machine's cores, and a virtual machine may lose some of them to its host (steal), so each
 run also reports wrk's own CPU per request and the machine's steal time, and the summary
 after the table works out what those allow.
+
+The scopes row judges one allowed Pod CREATE, in the namespace of the last of 1,000 scopes,
+under a policy with 1,000 scopes and 1,000 exceptions and under the same baseline with none,
+two servers side by side and their runs interleaved. The bound the scopes specification
+sets: the scoped request may cost at most 1.1× the other (server CPU per request), and the
+run says whether it did. The same two decisions are also timed in this process, without TLS or HTTP, where
+the difference is not lost in the noise of the rest.
 
 A last table times ``webhook check`` over a corpus of manifests (bench/corpus.py) against
 libyaml's C loader alone reading the same files, in the same process and interleaved, so
@@ -44,10 +52,13 @@ import yaml
 
 from bench import bodies, corpus
 from webhook import check
+from webhook.admission.deadline import NEVER
+from webhook.admission.review import decode_review, encode_response
+from webhook.admission.webhook import VALIDATING
 from webhook.certs import ensure_certificates
 from webhook.manifests import read
 from webhook.policy import kubeyaml
-from webhook.policy.model import load_policy
+from webhook.policy.model import load_policy, parse_policy
 
 SERVICE_HOST = "admission-webhook.admission-webhook.svc"
 # One connection, so no request waits for another: what is left of its tail is the machine's.
@@ -55,6 +66,11 @@ LONE = "pod-allowed, 1 connection"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The check benchmark's yardstick: PyYAML's own C loader, with nothing of ours (pure Python without libyaml).
 BARE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The scopes row: the spec's policy size, and the bound on what the scopes may add to a request.
+SCOPES, EXCEPTIONS = 1000, 1000
+SCOPED = f"{SCOPES:,} scopes, {EXCEPTIONS:,} exceptions"
+UNSCOPED = "no scopes"
+SCOPES_BOUND = 1.1
 
 
 @dataclass
@@ -267,7 +283,7 @@ def write(directory: Path, name: str, content: Any) -> Path:
     return path
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a few seconds, to prove the benchmark works")
     parser.add_argument("--repeats", type=int, default=3)
@@ -275,10 +291,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--scaling-seconds", type=float, default=5)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--only", choices=["scopes"], help="run only this row")
     args = parser.parse_args()
     if args.tiny:
         args.repeats, args.seconds, args.warmup, args.scaling_seconds = 1, 1, 0, 1
+    return args
 
+
+def main() -> int:
+    args = parse_args()
     driver = Driver(ensure_wrk(), args.warmup)
     work = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     cert_dir = work / "certs"
@@ -293,6 +314,11 @@ def main() -> int:
     if args.tiny:
         cases = {name: cases[name] for name in ("pod-allowed",)}
     rows: list[Row] = []
+    if args.only == "scopes":
+        scoped = measure_scopes(driver, cert_dir, work, args)
+        print_scopes(scoped)
+        shutil.rmtree(work, ignore_errors=True)
+        return 1 if any(s.errors for row in scoped.rows for s in row.samples) else 0
 
     # 1. Our server and the floor, one worker each, runs interleaved.
     with servers(start_floor(cert_dir, 1), start_ours(cert_dir, 1, None)) as (floor, ours):
@@ -338,15 +364,76 @@ def main() -> int:
     if not args.tiny:
         rows.append(large_on_two_workers(driver, cert_dir, work / "policy-1000.yaml", pods[50], args))
 
-    # 5. webhook check against the bare C loader, on the same files.
+    # 5. 1,000 scopes and 1,000 exceptions against none, on the same request.
+    scoped = measure_scopes(driver, cert_dir, work, args)
+
+    # 6. webhook check against the bare C loader, on the same files.
     check_row = measure_check(work / "corpus", *((200, 25) if args.tiny else (2000, 250)), args.repeats)
 
-    print_report(rows, check_row)
+    print_report(rows, scoped, check_row)
     if args.json:
-        args.json.write_text(json.dumps([row.__dict__ | {"samples": [s.__dict__ for s in row.samples]} for row in rows]
-                                        + [check_row.__dict__], indent=2))
+        args.json.write_text(json.dumps([row.__dict__ | {"samples": [s.__dict__ for s in row.samples]}
+                                         for row in (*rows, *scoped.rows)]
+                                        + [scoped.in_process_us, check_row.__dict__], indent=2))
     shutil.rmtree(work, ignore_errors=True)
-    return 1 if check_row.errors or any(s.errors for row in rows for s in row.samples) else 0
+    return 1 if check_row.errors or any(s.errors for row in (*rows, *scoped.rows) for s in row.samples) else 0
+
+
+@dataclass
+class ScopesRun:
+    """The scopes row: the same request under the scoped policy and under none, over TLS and in process."""
+
+    rows: list[Row]  # [scoped, unscoped], their samples taken in alternation
+    in_process_us: dict[str, list[float]] = field(default_factory=dict)  # by policy, per round
+
+    def ratio(self, name: str = "cpu_us") -> float:
+        scoped, unscoped = self.rows
+        return scoped.median(name) / unscoped.median(name)
+
+    def pair_ratios(self) -> list[float]:
+        """Server CPU per request, scoped over unscoped, for each pair of runs taken one after the other."""
+        scoped, unscoped = self.rows
+        return [a.cpu_us / b.cpu_us for a, b in zip(scoped.samples, unscoped.samples, strict=True)]
+
+    def in_process_ratio(self) -> float:
+        return (statistics.median(self.in_process_us[SCOPED])
+                / statistics.median(self.in_process_us[UNSCOPED]))
+
+
+def measure_scopes(driver: Driver, cert_dir: Path, work: Path, args: argparse.Namespace) -> ScopesRun:
+    """A Pod CREATE in the namespace of the last scope, which decides it and allows it, with 1,000
+    scopes and 1,000 exceptions and with none: one server for each policy, runs alternating
+    (ABBA, so a drifting machine favours neither), then the same in process."""
+    body = write(work, "pod-last-scope.json", bodies.pod_in(bodies.scope_namespace(SCOPES)))
+    texts = {SCOPED: bodies.scoped_policy(SCOPES, EXCEPTIONS), UNSCOPED: bodies.scoped_policy(0, 0)}
+    paths = {name: write(work, f"policy-{i}.yaml", text) for i, (name, text) in enumerate(texts.items())}
+    run = ScopesRun([])
+    with servers(*(start_ours(cert_dir, 1, path) for path in paths.values())) as started:
+        run.rows = [Row(name, "ours", 1, ready_s=server.ready_s) for name, server in zip(paths, started, strict=True)]
+        pairs = list(zip(run.rows, started, strict=True))
+        for repeat in range(args.repeats):
+            for row, server in pairs if repeat % 2 == 0 else pairs[::-1]:
+                row.samples.append(driver.measure(server, "/validate", body, args.seconds))
+        for row, server in pairs:
+            row.peak_rss_mb, row.peak_rss_per_process_mb = peak_rss_mb(server.pids())
+    run.in_process_us = decide_in_process(texts, body.read_bytes(), rounds=3 if args.tiny else 9,
+                                          calls=200 if args.tiny else 20000)
+    return run
+
+
+def decide_in_process(texts: dict[str, str], body: bytes, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Microseconds per review (decode, the validating decision, encode) under each policy, in turns."""
+    policies = {name: parse_policy(text.encode(), name) for name, text in texts.items()}
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    order = list(policies.items())
+    for round_ in range(rounds):
+        for name, policy in order if round_ % 2 == 0 else order[::-1]:
+            started = time.perf_counter()
+            for _ in range(calls):
+                request = decode_review(body)
+                encode_response(request, VALIDATING.review(request, policy, NEVER), mutating=False)
+            times[name].append((time.perf_counter() - started) / calls * 1e6)
+    return times
 
 
 @dataclass
@@ -410,10 +497,35 @@ def large_on_two_workers(driver: Driver, cert_dir: Path, policy: Path, body: Pat
     return row
 
 
-def print_report(rows: list[Row], check_row: CheckRow) -> None:
+def print_report(rows: list[Row], scoped: ScopesRun, check_row: CheckRow) -> None:
     print_table(rows)
     print_summary(rows)
+    print()
+    print_scopes(scoped)
     print_check(check_row)
+
+
+def print_scopes(run: ScopesRun) -> None:
+    """The scopes row and its verdict against the bound."""
+    print(f"| Pod CREATE in {bodies.scope_namespace(SCOPES)}, under | workers | req/s median [min–max] "
+          "| CPU µs/req, server median [min–max] | CPU × no scopes | wrk CPU µs/req | p50 ms | p99 ms "
+          "| ready s | steal % | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    unscoped_cpu = run.rows[1].median("cpu_us")
+    for row in run.rows:
+        rps, cpu = row.spread("rps"), row.spread("cpu_us")
+        print(f"| {row.case} | {row.workers} | {row.median('rps'):.0f} [{rps[0]:.0f}–{rps[1]:.0f}] "
+              f"| {row.median('cpu_us'):.0f} [{cpu[0]:.0f}–{cpu[1]:.0f}] | {row.median('cpu_us') / unscoped_cpu:.2f} "
+              f"| {row.median('wrk_cpu_us'):.0f} | {row.median('p50_ms'):.2f} | {row.median('p99_ms'):.2f} "
+              f"| {row.ready_s:.2f} | {row.median('steal_pct'):.1f} | {sum(s.errors for s in row.samples)} |")
+    ratio, pairs = run.ratio(), run.pair_ratios()
+    verdict = "within" if ratio <= SCOPES_BOUND else "OVER"
+    print(f"\nScopes: with {SCOPED} the request cost {ratio:.2f}× its cost with {UNSCOPED} (server CPU per "
+          f"request, medians of {len(pairs)} alternating runs; each pair {min(pairs):.2f}–{max(pairs):.2f}×): "
+          f"{verdict} the {SCOPES_BOUND:.1f}× bound.")
+    scoped_us, unscoped_us = (statistics.median(run.in_process_us[name]) for name in (SCOPED, UNSCOPED))
+    print(f"In process (decode, decision, encode; no TLS or HTTP): {scoped_us:.1f} µs against {unscoped_us:.1f} µs, "
+          f"{run.in_process_ratio():.2f}×.")
 
 
 def print_table(rows: list[Row]) -> None:

@@ -4,6 +4,7 @@ decodes them, with a fixed clock."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any
 
 import orjson
@@ -339,22 +340,27 @@ SCOPE_MATCHES = st.fixed_dictionaries({}, optional={
     "kinds": st.lists(st.sampled_from(["Pod", "Deployment"]), min_size=1, max_size=2),
     "objectSelector": st.sampled_from([{}, {"matchLabels": {"app": "web"}},
                                        {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}]),
+    "users": st.lists(st.sampled_from(["alice", "bob"]), min_size=1, max_size=2),
+    "groups": st.lists(st.sampled_from(["dev", "ops"]), min_size=1, max_size=2),
 }).filter(bool)
 
 
 @given(st.lists(SCOPE_MATCHES, min_size=1, max_size=8))
 @settings(max_examples=150, deadline=None)
 def test_the_scope_index_gives_the_answer_of_trying_in_file_order(matches: list[dict[str, Any]]) -> None:
-    """Every request against one policy, twice over: the second round is answered from the memo."""
+    """Every request against one policy, twice over: the second round is answered from the memo
+    (of namespace and kind), and in it the conditions on the user, groups and labels per request."""
     scopes = [{"name": f"s{i}", "match": m} for i, m in enumerate(matches)]
     p = policy(BASELINE + "scopes: " + orjson.dumps(scopes).decode() + "\n")
+    users = [("alice", ["dev"]), ("bob", ["ops", "dev"]), ("carol", [])]
     for _ in range(2):
-        for namespace in ["a", "b", "a-x", "b-x", "c"]:
-            for kind in ["Pod", "Deployment"]:
-                for labels in [{}, {"app": "web"}]:
-                    obj = workload(kind, pod_spec("nginx"), namespace=namespace)
-                    obj["metadata"]["labels"] = labels
-                    request = decode_review(orjson.dumps(review(obj, namespace=namespace)))
-                    in_order = next((s.rules for s in p.scopes.scopes if s.match.selects(request, p.namespace_labels)),
-                                    p.baseline)
-                    assert p.rules_for(request) is in_order
+        for namespace, kind, labels, (user, groups) in itertools.product(
+                ["a", "b", "a-x", "b-x", "c"], ["Pod", "Deployment"], [{}, {"app": "web"}], users):
+            obj = workload(kind, pod_spec("nginx"), namespace=namespace)
+            obj["metadata"]["labels"] = labels
+            body = review(obj, namespace=namespace)
+            body["request"]["userInfo"] = {"username": user, "groups": groups}
+            request = decode_review(orjson.dumps(body))
+            in_order = next((s.rules for s in p.scopes.scopes if s.match.selects(request, p.namespace_labels)),
+                            p.baseline)
+            assert p.rules_for(request) is in_order

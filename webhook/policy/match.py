@@ -66,8 +66,10 @@ class LabelSelector(_Strict):
 
     def matches(self, labels: Labels) -> bool:
         """matchLabels and matchExpressions AND-ed; the empty selector matches everything."""
-        return all(labels.get(k) == v for k, v in self.matchLabels.items()) and all(
-            r.holds(labels) for r in self.matchExpressions)
+        for key, value in self.matchLabels.items():  # loops, not all(): asked of every request
+            if labels.get(key) != value:
+                return False
+        return not self.matchExpressions or all(r.holds(labels) for r in self.matchExpressions)
 
 
 NonEmpty = Field(default=None, min_length=1)
@@ -169,6 +171,14 @@ class Match:
 
     def selects(self, subject: Subject, namespace_labels: Callable[[str], Labels | None]) -> bool:
         return self.namespace_holds(subject.namespace, namespace_labels) and self.rest_holds(subject)
+
+    def kind_holds(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+    @property
+    def asks_only_namespace_and_kind(self) -> bool:
+        """No condition on the user, the groups or the object's labels."""
+        return self.users is None and self.groups is None and self.object_selector is None
 
 
 def labels_of(obj: Any) -> Labels:

@@ -3,9 +3,10 @@ be let through for a while regardless.
 
 The first scope whose match selects a request decides; none, and the baseline does. Trying
 a thousand scopes per request would cost more than the decision, so the scopes that can
-apply in a namespace are found once per namespace (an exact name by lookup, globs and
-namespace selectors tried once) and remembered; only the conditions on the request itself
-(kind, user, groups, object labels) are tried per request, in file order.
+apply to a namespace and kind are found once (an exact name by lookup, globs, namespace
+selectors and kinds tried once) and remembered, up to the first that asks nothing more;
+only the conditions on the request itself (user, groups, object labels) are tried per
+request, in file order, with the object's labels read once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from webhook.policy.verdicts import ImageJudge
 from webhook.untrusted import quote
 
 Mode = Literal["enforce", "warn", "off"]
-# Namespaces whose candidate scopes are remembered; a policy reload starts afresh.
+# Namespaces (with their labels, and a kind) whose candidate scopes are remembered; a policy
+# reload starts afresh. Only kinds that carry a pod spec are asked about.
 MEMO_LIMIT = 4096
 DAY = 86400.0
 NamespaceLabels = Callable[[str], Labels | None]
@@ -72,7 +74,7 @@ class Scopes:
     needs_namespace_labels: bool = False
     _by_name: dict[str, list[int]] = field(default_factory=dict)
     _unnamed: list[int] = field(default_factory=list)  # scopes with globs or no namespace condition
-    _memo: dict[tuple[str | None, tuple[tuple[str, str], ...]], tuple[Scope, ...]] = field(default_factory=dict)
+    _memo: dict[tuple[str | None, tuple[tuple[str, str], ...], str], tuple[Scope, ...]] = field(default_factory=dict)
     modes: dict[str, Mode] = field(default_factory=dict)  # by scope name, for the metrics' mode label
 
     def __post_init__(self) -> None:
@@ -95,19 +97,42 @@ class Scopes:
         labels: tuple[tuple[str, str], ...] = ()
         if self.needs_namespace_labels and namespace is not None:
             labels = tuple(sorted((namespace_labels(namespace) or {}).items()))
-        key = (namespace, labels)
+        kind = subject.kind
+        key = (namespace, labels, kind)
         candidates = self._memo.get(key)
         if candidates is None:
-            candidates = self._candidates(namespace, namespace_labels)
+            candidates = self._candidates(namespace, kind, namespace_labels)
             if len(self._memo) >= MEMO_LIMIT:
                 self._memo.clear()
             self._memo[key] = candidates
-        return next((scope for scope in candidates if scope.match.rest_holds(subject)), None)
+        object_labels: Labels | None = None  # read once, however many selectors ask
+        for scope in candidates:
+            match = scope.match
+            if match.users is not None or match.groups is not None:
+                if match.rest_holds(subject):
+                    return scope
+                continue
+            selector = match.object_selector
+            if selector is None:
+                return scope
+            if object_labels is None:
+                object_labels = subject.labels
+            if selector.matches(object_labels):
+                return scope
+        return None
 
-    def _candidates(self, namespace: str | None, namespace_labels: NamespaceLabels) -> tuple[Scope, ...]:
+    def _candidates(self, namespace: str | None, kind: str, namespace_labels: NamespaceLabels) -> tuple[Scope, ...]:
+        """The scopes whose namespace and kind conditions hold, in file order, up to the first that
+        asks nothing more: no scope after it can be reached."""
         indexes = sorted({*self._by_name.get(namespace or "", ()), *self._unnamed}) if namespace else self._unnamed
-        return tuple(self.scopes[i] for i in indexes
-                     if self.scopes[i].match.namespace_holds(namespace, namespace_labels))
+        found: list[Scope] = []
+        for i in indexes:
+            match = self.scopes[i].match
+            if match.kind_holds(kind) and match.namespace_holds(namespace, namespace_labels):
+                found.append(self.scopes[i])
+                if match.asks_only_namespace_and_kind:
+                    break
+        return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
