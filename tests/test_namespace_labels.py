@@ -202,6 +202,35 @@ def test_made_up_namespaces_are_rationed_and_never_decide(served: ServerProcess,
     assert odd["status"]["message"].endswith("that is not a namespace name")
 
 
+def test_a_slow_api_server_cannot_make_lookups_hold_the_worker(served: ServerProcess,
+                                                                 apiserver: ApiServer) -> None:
+    """Each lookup blocks its worker; they get a tenth of its time, a second at most at once."""
+    body = json.dumps({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                       "items": []}).encode()
+    slow = {"_raw": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body), "_delay": 0.4}
+
+    def answer_slowly(request: Request) -> Reply | None:
+        return (200, slow) if "metadata.name=slow-" in request.query.get("fieldSelector", "") else None
+
+    apiserver.interceptors.append(answer_slowly)
+    client = served.client()
+    started = time.monotonic()
+    try:
+        answers = [client.review("/validate", pod_review("registry.k8s.io/pause:3.9", namespace=f"slow-{i}"))
+                   for i in range(15)]
+        elapsed = time.monotonic() - started
+        shop = client.review("/validate", pod_review("evil.io/x", namespace="shop"))
+    finally:
+        client.close()
+    asked = len([s for s in lookups(apiserver) if s.query["fieldSelector"].startswith("metadata.name=slow-")])
+    assert 2 <= asked <= 4  # a second's worth at 0.4 s each, and what a tenth of the time since adds
+    assert elapsed < 0.4 * asked + 1.5  # the others were refused at once, not after their own wait
+    assert all(a["status"]["code"] == 500 for a in answers)
+    assert sum("are being looked up" in a["status"]["message"] for a in answers) >= 15 - asked
+    assert shop["status"]["message"] == DENIED_IN_SHOP
+
+
 def test_the_last_labels_stay_in_force_while_the_api_server_is_away(served: ServerProcess,
                                                                       apiserver: ApiServer) -> None:
     Outage(apiserver).start()

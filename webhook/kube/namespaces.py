@@ -36,6 +36,10 @@ ABSENT_SECONDS = 10.0  # a name found absent is not asked about again for this l
 BROKEN_SECONDS = 5.0  # after a lookup failed, the next ones fail at once for this long
 LOOKUPS_PER_SECOND = 10.0
 LOOKUP_BURST = 20
+# A lookup blocks its worker, so the time they take is rationed too: a tenth of the worker's
+# time in the long run, a second at most at once, however slowly the API server answers.
+LOOKUP_TIME_SHARE = 0.1
+LOOKUP_TIME_BURST = 1.0
 ABSENT_LIMIT = 4096
 
 
@@ -93,7 +97,8 @@ class NamespaceInformer:
         self.error: str | None = None
         self.lookups = 0  # GETs made for namespaces not yet seen
         self._broken: tuple[float, str] = (0.0, "")  # until (monotonic), why
-        self._tokens, self._refilled = float(LOOKUP_BURST), time.monotonic()
+        self._lookups = Ration(LOOKUPS_PER_SECOND, LOOKUP_BURST)
+        self._lookup_time = Ration(LOOKUP_TIME_SHARE, LOOKUP_TIME_BURST)
         self._lookup_client: KubeClient | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -151,7 +156,7 @@ class NamespaceInformer:
         until, why = self._broken
         if until > now:
             raise LabelsUnavailable(namespace, f"the last lookup failed moments ago ({why})")
-        if not self._take_token(now):
+        if not (self._lookup_time.left(now) > 0 and self._lookups.take(now, 1.0)):
             raise LabelsUnavailable(namespace, "too many namespaces not yet seen are being looked up")
         self.lookups += 1
         try:
@@ -159,6 +164,8 @@ class NamespaceInformer:
         except KubeError as exc:
             self._broken = (time.monotonic() + BROKEN_SECONDS, str(exc))
             raise LabelsUnavailable(namespace, str(exc)) from None
+        finally:
+            self._lookup_time.spend(time.monotonic() - now)
         found = next((item for item in page.get("items") or []
                       if isinstance(item, dict) and names(item)[1] == namespace), None)
         if found is None:
@@ -172,16 +179,30 @@ class NamespaceInformer:
     def _seen(self, namespace: str) -> None:
         self._absent.pop(namespace, None)
 
-    def _take_token(self, now: float) -> bool:
-        self._tokens = min(float(LOOKUP_BURST), self._tokens + (now - self._refilled) * LOOKUPS_PER_SECOND)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
     def _client(self) -> KubeClient:
         """The request path's own client: tried once, within the lookup timeout, never retried."""
         if self._lookup_client is None:
             self._lookup_client = KubeClient(self.cluster, timeout=self.lookup_timeout, retry=Retry(attempts=1))
         return self._lookup_client
+
+
+class Ration:
+    """A token bucket: ``rate`` a second, at most ``burst`` held; spending may run it below zero."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.refilled = burst, time.monotonic()
+
+    def left(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        return self.tokens
+
+    def take(self, now: float, amount: float) -> bool:
+        if self.left(now) < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+    def spend(self, amount: float) -> None:
+        self.tokens -= amount
