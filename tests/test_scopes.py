@@ -18,6 +18,7 @@ from webhook.admission.deadline import NEVER
 from webhook.admission.review import Response, decode_review
 from webhook.admission.validate import validate
 from webhook.policy.model import Policy, PolicyError, parse_policy
+from webhook.policy.references import parse_reference
 
 BASELINE = """\
 images:
@@ -364,3 +365,30 @@ def test_the_scope_index_gives_the_answer_of_trying_in_file_order(matches: list[
             in_order = next((s.rules for s in p.scopes.scopes if s.match.selects(request, p.namespace_labels)),
                             p.baseline)
             assert p.rules_for(request) is in_order
+
+
+EXCEPTION_IMAGES = st.lists(st.sampled_from(["docker.io/bitnami/redis", "quay.io/old/*", "evil.io", "ghcr.io/a/*",
+                                             "registry.k8s.io/pause", "docker.io/library/*"]), min_size=1, max_size=3)
+REFERENCES = ["bitnami/redis:7", "redis:7", "quay.io/old/x:1", "evil.io/x", "ghcr.io/a/b", "ghcr.io/b/a",
+              "registry.k8s.io/pause:3.9", "localhost:5000/x"]
+
+
+@given(st.lists(st.tuples(EXCEPTION_IMAGES, st.sampled_from(["2001-01-01T00:00:00Z", "2999-01-01T00:00:00Z"]),
+                          st.sampled_from([["shop"], ["shop", "team"], ["team"]])), min_size=1, max_size=8))
+@settings(max_examples=150, deadline=None)
+def test_the_exception_index_gives_the_answer_of_trying_in_file_order(
+    specs: list[tuple[list[str], str, list[str]]]
+) -> None:
+    """Exceptions are looked up by the image's registry host; the answer is the file-order scan's."""
+    exceptions = [{"name": f"e{i}", "reason": "r", "expires": expires, "match": {"namespaces": namespaces},
+                   "images": images} for i, (images, expires, namespaces) in enumerate(specs)]
+    p = policy(BASELINE + "exceptions: " + orjson.dumps(exceptions).decode() + "\n")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    for namespace, image in itertools.product(["shop", "team"], REFERENCES):
+        request = decode_review(orjson.dumps(pod_review(image, namespace=namespace)))
+        ref = parse_reference(image)
+        lapsed = [e for e in p.exceptions.items if e.covers(request, ref, p.namespace_labels) and e.expired(now)]
+        live = next((e for e in p.exceptions.items if e.covers(request, ref, p.namespace_labels)
+                     and not e.expired(now)), None)
+        assert p.exceptions.waiver(request, ref, now, p.namespace_labels) == (
+            (live, ()) if live else (None, lapsed))

@@ -177,6 +177,16 @@ class ExceptionRule:
 class Exceptions:
     items: tuple[ExceptionRule, ...]
     warning_days: int = 14
+    # Registry host -> the exceptions naming it, in file order. Every pattern names its host, so
+    # only these can cover an image: a denied image is never tried against the other thousand.
+    _by_host: dict[str, tuple[ExceptionRule, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        hosts: dict[str, list[ExceptionRule]] = {}
+        for exception in self.items:
+            for host in dict.fromkeys(pattern.registry for pattern in exception.images.patterns):
+                hosts.setdefault(host, []).append(exception)
+        self._by_host.update({host: tuple(found) for host, found in hosts.items()})
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -196,7 +206,7 @@ class Exceptions:
                namespace_labels: NamespaceLabels) -> tuple[ExceptionRule | None, Sequence[ExceptionRule]]:
         """The first live exception covering the image, else None and the expired ones that would have."""
         lapsed: list[ExceptionRule] = []
-        for exception in self.items:
+        for exception in self._by_host.get(ref.registry, ()):
             if exception.covers(subject, ref, namespace_labels):
                 if not exception.expired(now):
                     return exception, ()
