@@ -50,12 +50,12 @@ RESOURCES = (
 WIDTHS = {"EVENT": 9, "KIND": 21, "NAMESPACE/NAME": 40, "DECISION": 8}
 
 
-class CannotAudit(KubeError):
-    """The preflight found a permission missing."""
+class PreflightFailed(KubeError):
+    """A command's preflight found a permission missing: ``audit``, and ``audit --report``."""
 
-    def __init__(self, identity: str, absent: list[Access]) -> None:
+    def __init__(self, action: str, identity: str, absent: list[Access]) -> None:
         lines = "\n".join(f"  - {describe(a.permission)}" + (f" ({a.reason})" if a.reason else "") for a in absent)
-        super().__init__(f"cannot audit: {identity} is missing {len(absent)} permission(s):\n{lines}")
+        super().__init__(f"cannot {action}: {identity} is missing {len(absent)} permission(s):\n{lines}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,7 @@ def preflight(client: KubeClient, namespace: str | None, *, watch: bool, namespa
     permissions += [Permission(verb, "namespaces") for verb in verbs] if namespaces else []
     absent = missing(check_all(client, permissions))
     if absent:
-        raise CannotAudit(client.config.identity, absent)
+        raise PreflightFailed("audit", client.config.identity, absent)
 
 
 def judge(obj: dict[str, Any], target: Target, policy: Policy) -> Response:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from webhook.kube import policyreport as pr
-from webhook.kube.access import FEATURES, Access, check_all, describe, missing
-from webhook.kube.audit import Finding, Output
+from webhook.kube.access import FEATURES, check_all, missing
+from webhook.kube.audit import Finding, Output, PreflightFailed
 from webhook.kube.audit import run as run_audit
 from webhook.kube.client import ApiError, KubeClient, KubeError
 from webhook.policy.model import Policy
@@ -31,14 +31,6 @@ from webhook.policy.model import Policy
 CONFLICT_ATTEMPTS = 5
 PAGE = 20  # reports per list page: each may be up to 1 MiB
 QUALIFIED = f"{pr.RESOURCE}.{pr.GROUP}"
-
-
-class CannotReport(KubeError):
-    """The preflight found a permission missing."""
-
-    def __init__(self, identity: str, absent: list[Access]) -> None:
-        lines = "\n".join(f"  - {describe(a.permission)}" + (f" ({a.reason})" if a.reason else "") for a in absent)
-        super().__init__(f"cannot write policy reports: {identity} is missing {len(absent)} permission(s):\n{lines}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +89,7 @@ def preflight(client: KubeClient, namespace: str | None) -> None:
     permissions = [replace(p, namespace=namespace or "") for p in FEATURES["report"].permissions]
     absent = missing(check_all(client, permissions))
     if absent:
-        raise CannotReport(client.config.identity, absent)
+        raise PreflightFailed("write policy reports", client.config.identity, absent)
 
 
 def stored_reports(client: KubeClient, namespace: str | None) -> tuple[list[Stored], pr.Found]:
