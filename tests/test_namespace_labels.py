@@ -144,8 +144,8 @@ def test_not_ready_until_the_first_list_and_labels_that_cannot_be_had_fail_close
         assert report["checks"]["namespaces"]["ready"] is False
         denied = validate(server, "onboard", "registry.k8s.io/pause:3.9")  # allowed by every scope, if judged
         assert (denied["allowed"], denied["status"]["code"]) == (False, 500)
-        assert re.fullmatch(r'not judged: the labels of namespace "onboard" are unavailable: cannot reach the '
-                            r"Kubernetes API at https://127\.0\.0\.1:\d+ for GET /api/v1/namespaces: HTTP 503: the "
+        assert re.fullmatch(r'not judged: the labels of namespace "onboard" are unavailable: the Kubernetes API '
+                            r"at https://127\.0\.0\.1:\d+ kept failing GET /api/v1/namespaces: HTTP 503: the "
                             r"server is currently unable to handle the request \(tried once, with a 1 s timeout\)",
                             denied["status"]["message"])
         skipped = mutate(server, "payments")

@@ -28,12 +28,22 @@ _BARE_MESSAGE = re.compile(r'[ !#-<>-\[\]-~]+', re.ASCII)
 
 
 def bounded(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
-    """The record's message and fields, each string capped at ``FIELD_LIMIT``."""
+    """The record's message and fields, each string capped at ``FIELD_LIMIT``.
+
+    Every decision line passes through here and almost none is over the limit, so the fields
+    are copied only when one is: a copy of each line's fields was a tenth of a denial's cost.
+    """
+    message = record.getMessage()
+    if len(message) > FIELD_LIMIT:
+        message = cap(message, FIELD_LIMIT)
     fields = getattr(record, "fields", None)
-    return cap(record.getMessage(), FIELD_LIMIT), {
-        key: cap(value, FIELD_LIMIT) if isinstance(value, str) else value
-        for key, value in (fields.items() if isinstance(fields, dict) else ())
-    }
+    if not isinstance(fields, dict):
+        return message, {}
+    for value in fields.values():
+        if isinstance(value, str) and len(value) > FIELD_LIMIT:
+            return message, {key: cap(value, FIELD_LIMIT) if isinstance(value, str) else value
+                             for key, value in fields.items()}
+    return message, fields
 
 
 class JsonFormatter(logging.Formatter):

@@ -106,11 +106,12 @@ class KubeClient:
         headers = {"Content-Type": content_type} if content is not None else {}
         what = f"{method} {path}"
         last = ""
+        answered = False  # the last attempt got an answer (a retriable status), not silence
         retry_after: str | None = None
         for attempt in range(self.retry.attempts):
             if attempt:
                 time.sleep(self.retry.delay(attempt - 1, retry_after))
-            retry_after = None
+            retry_after, answered = None, False
             try:
                 response = self._http.request(method, path, content=content, headers=headers, params=params,
                                               extensions=self._extensions)
@@ -127,10 +128,13 @@ class KubeClient:
             if response.status_code in RETRIABLE:
                 retry_after = response.headers.get("Retry-After")
                 last = f"HTTP {response.status_code}: {_status(response).get('message') or response.reason_phrase}"
+                answered = True
                 continue
             return self._result(response, what)
         tried = (f"tried once, with a {self.timeout:g} s timeout" if self.retry.attempts == 1
                  else f"tried {self.retry.attempts} times, {self.timeout:g} s each")
+        if answered:  # it is there, and refuses: "cannot reach" would send the reader to the network
+            raise Unreachable(f"the Kubernetes API at {self.config.server} kept failing {what}: {last} ({tried})")
         raise Unreachable(f"cannot reach the Kubernetes API at {self.config.server} for {what}: {last} ({tried})")
 
     @contextmanager
