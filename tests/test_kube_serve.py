@@ -77,6 +77,31 @@ def test_serve_registers_keeps_the_ca_bundle_in_sync_and_never_deletes(
     assert not apiserver.seen("DELETE")
 
 
+def test_the_mutating_rules_follow_a_reloaded_policys_defaults(
+    apiserver: ApiServer, tmp_path: Path, start_server: Any
+) -> None:
+    """A policy reload that defaults another custom resource reaches the mutating configuration at
+    once (long before the next permission check), without a restart."""
+    from tests.test_policy_reload import write_atomically  # noqa: PLC0415
+
+    apiserver.add_user("hook", "hook-token", *WEBHOOK_RULES)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("images: {allow: [registry.k8s.io]}\n")
+    with start_server("--kubeconfig", str(kubeconfig(apiserver, tmp_path, "hook-token")), "--register",
+                      "--policy", str(policy), "--reload-interval", "0.1", "--permission-check-interval", "3600"):
+        def groups() -> list[str]:
+            stored = apiserver.stored(MUTATING, "admission-webhook") or {"webhooks": [{"rules": []}]}
+            return [group for rule in stored["webhooks"][0]["rules"] for group in rule["apiGroups"]]
+
+        assert "example.sealyun.com" not in groups()
+        write_atomically(policy, "images: {allow: [registry.k8s.io]}\ndefaults:\n- {group: example.sealyun.com, "
+                                 "versions: [v1alpha1], kinds: [Project], set: {spec: {replicas: 1}}}\n")
+        assert eventually(lambda: "example.sealyun.com" in groups())
+        rule = next(r for r in apiserver.stored(MUTATING, "admission-webhook")["webhooks"][0]["rules"]
+                    if r["apiGroups"] == ["example.sealyun.com"])
+        assert (rule["apiVersions"], rule["resources"]) == (["v1alpha1"], ["projects"])
+
+
 def test_a_missing_permission_is_logged_and_reported_but_the_server_stays_ready(
     apiserver: ApiServer, tmp_path: Path, start_server: Any
 ) -> None:

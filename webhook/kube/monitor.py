@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from webhook.kube.access import DEFAULT_CONFIGURATION, Access, check_all, descri
 from webhook.kube.apply import Outcome, apply_configuration
 from webhook.kube.client import KubeClient, KubeError, Retry
 from webhook.kube.config import ClusterConfig, ConfigError
-from webhook.kube.registration import RegistrationOptions, build_configurations, read_ca_bundle
+from webhook.kube.registration import RegistrationOptions, build_configurations, policy_targets, read_ca_bundle
+from webhook.policy.model import Policy
 
 log = logging.getLogger("webhook.kube")
 
@@ -54,10 +56,12 @@ class ClusterMonitor:
         self, cluster: ClusterConfig, *, interval: float, timeout: float,
         registration: RegistrationOptions | None = None, ca_file: Path | None = None,
         on_permissions: Callable[[list[Access]], None] | None = None,
-        reads_namespaces: Callable[[], bool] = lambda: False,
+        policy: Callable[[], Policy] | None = None,
     ) -> None:
         self.cluster = cluster
-        self.reads_namespaces = reads_namespaces  # the policy in force selects by namespace labels
+        # The policy in force: whether it reads namespace labels, and the custom resources its
+        # defaults name, which the mutating configuration's rules follow across reloads.
+        self.policy = policy
         self.on_permissions = on_permissions  # e.g. metrics; called on the monitor thread
         self.interval = interval
         self.timeout = timeout
@@ -91,8 +95,9 @@ class ClusterMonitor:
         report: dict[str, Any] = {"server": self.cluster.server, "checkedAt": _now()}
         try:
             with KubeClient(self.cluster, timeout=self.timeout) as client:
-                results = check_permissions(client, self.registration, namespaces=self.reads_namespaces(),
-                                            quiet=quiet)
+                policy = self.policy() if self.policy is not None else None
+                reads_namespaces = policy is not None and policy.needs_namespace_labels
+                results = check_permissions(client, self.registration, namespaces=reads_namespaces, quiet=quiet)
                 if self.on_permissions is not None:
                     self.on_permissions(results)
                 absent = missing(results)
@@ -103,7 +108,9 @@ class ClusterMonitor:
                 }
                 report["state"] = "missing-permissions" if absent else "ok"
                 if self.registration is not None and self.ca_file is not None:
-                    outcomes = sync_registration(client, self.registration, self.ca_file)
+                    options = self.registration if policy is None else replace(
+                        self.registration, custom_resources=policy_targets(policy))
+                    outcomes = sync_registration(client, options, self.ca_file)
                     report["registration"] = {o.kind: o.action for o in outcomes}
         except (KubeError, ConfigError) as exc:
             if not quiet:

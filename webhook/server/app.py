@@ -90,7 +90,7 @@ class ServerState:
         # As at start: the file may have changed since the parent read it.
         refuse_unservable(policy, cluster=settings.cluster is not None)
         state = cls(policy, tls, lifecycle, telemetry, settings=settings)
-        state.cluster = _cluster_monitor(settings, files, telemetry, lambda: state.policy.needs_namespace_labels)
+        state.cluster = _cluster_monitor(settings, files, telemetry, lambda: state.policy)
         state.swap_policy(policy)  # with namespace labels, when it selects by them
         if state.cluster is not None:
             tls.on_ca_change(state.cluster.request_sync)  # publish a new ca.crt as the caBundle at once
@@ -108,14 +108,18 @@ class ServerState:
         """One assignment: a request that already read the old policy keeps it.
 
         The first policy that selects by namespace labels starts the informer, which then runs
-        for good: a later policy may select by them again, and a watch costs little.
+        for good: a later policy may select by them again, and a watch costs little. A new policy
+        asks the cluster monitor for a round at once, so the configurations follow its defaults.
         """
         settings = self.settings
         if policy.needs_namespace_labels and self.namespaces is None and settings and settings.cluster:
             self.namespaces = _namespace_informer(settings.cluster, settings)
         if self.namespaces is not None:
             policy = policy.seen_from(namespace_labels=self.namespaces)
+        changed = policy.sha256 != self.policy.sha256
         self.policy = policy
+        if changed and self.cluster is not None:
+            self.cluster.request_sync()  # its defaults may name other custom resources to mutate
 
 
 def status_body(code: int, message: str) -> bytes:
@@ -386,7 +390,7 @@ def _namespace_informer(cluster: ClusterConfig, settings: ServeSettings) -> Name
 
 
 def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telemetry,
-                     reads_namespaces: Callable[[], bool]) -> ClusterMonitor | None:
+                     policy: Callable[[], Policy]) -> ClusterMonitor | None:
     if settings.cluster is None:
         return None
     from webhook.kube.monitor import ClusterMonitor  # noqa: PLC0415 - see the TYPE_CHECKING import
@@ -394,7 +398,7 @@ def _cluster_monitor(settings: ServeSettings, files: CertFiles, telemetry: Telem
     monitor = ClusterMonitor(
         settings.cluster, interval=settings.permission_check_interval, timeout=settings.request_timeout,
         registration=settings.registration, ca_file=files.ca_crt, on_permissions=telemetry.permissions_checked,
-        reads_namespaces=reads_namespaces,
+        policy=policy,
     )
     monitor.start()
     return monitor
