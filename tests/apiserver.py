@@ -567,7 +567,7 @@ WEBHOOK_RULES = (
          binding="admission-webhook"),
     # doctor's reads
     Rule(("list",), ("nodes",), ("",), binding="admission-webhook"),
-    Rule(("get",), ("secrets",), ("",), binding="admission-webhook"),
+    Rule(("get",), ("secrets", "configmaps"), ("",), binding="admission-webhook"),
     Rule(("list",), ("clusterroles", "clusterrolebindings", "roles", "rolebindings"), ("rbac.authorization.k8s.io",),
          binding="admission-webhook"),
     Rule(("list",), ("endpointslices",), ("discovery.k8s.io",), binding="admission-webhook"),

@@ -91,7 +91,8 @@ def install(server: ApiServer, directory: Path) -> None:
 
 
 def break_installation(server: ApiServer, directory: Path) -> None:
-    """What went wrong at our peers, all at once, on top of ``install``."""
+    """What went wrong at our peers, all at once, on top of ``install``; and the policy ConfigMap
+    edited by hand to allow all of Docker Hub."""
     store = server.store
     other = directory / "other-ca"
     ensure_certificates(other, NS, NS)
@@ -119,3 +120,8 @@ def break_installation(server: ApiServer, directory: Path) -> None:
     store.put("endpointslices.discovery.k8s.io", piece)
     store.delete("poddisruptionbudgets.policy", NS, NS)
     store.put("pods", workload("Pod", pod_spec("evil.io/miner:latest"), name="miner", namespace="ops"))
+    live = store.get("configmaps", f"{NS}-policy", NS)
+    assert live is not None
+    text = live["data"]["policy.yaml"]
+    live["data"]["policy.yaml"] = text.replace("    - quay.io/*\n", "    - quay.io/*\n    - docker.io/*\n")
+    store.put("configmaps", live)

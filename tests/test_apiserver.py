@@ -247,8 +247,8 @@ def test_the_stand_in_runs_as_a_command_with_the_docs_users(tmp_path: Path) -> N
             assert result.stdout, result.stderr
             return [str(result.returncode), result.stdout.splitlines()[-1]]
 
-        assert can_i("kubeconfig") == ["0", "all 43 permissions granted"]
-        assert can_i("ci.kubeconfig") == ["1", "22 of 43 permissions missing"]
+        assert can_i("kubeconfig") == ["0", "all 44 permissions granted"]
+        assert can_i("ci.kubeconfig") == ["1", "23 of 44 permissions missing"]
     finally:
         assert stand_in.stop() == 0
 

@@ -85,7 +85,7 @@ def test_the_table_names_severity_check_finding_and_fix(apiserver: ApiServer, en
     assert lines[0].split() == ["SEVERITY", "CHECK", "FINDING"]
     assert lines[1].split()[:2] == ["error", "validating.ca-bundle"]
     assert lines[2].strip().startswith("fix: webhook register")
-    assert lines[-1] == "3 error(s), 7 warning(s), 6 note(s); 17 check(s) passed"
+    assert lines[-1] == "3 error(s), 8 warning(s), 6 note(s); 19 check(s) passed"
 
 
 @pytest.mark.parametrize("kubeconfig", ["unreachable", "bad-token"])
@@ -122,6 +122,7 @@ def test_can_i_lists_what_doctor_needs(env: dict[str, str]) -> None:
 @pytest.mark.parametrize("case", [
     ("list", "clusterroles", "access", "list clusterroles.rbac.authorization.k8s.io cluster-wide"),
     ("get", "secrets", "validating.ca-bundle", f"get secrets {NS}-tls in namespace {NS}"),
+    ("get", "configmaps", "policy.live", f"get configmaps {NS}-policy in namespace {NS}"),
     ("list", "namespaces", "namespaces", "list namespaces cluster-wide"),
     ("list", "endpointslices", "availability.endpoints", f"list endpointslices.discovery.k8s.io in namespace {NS}"),
     ("list", "cronjobs", "running", "list cronjobs.batch cluster-wide"),
@@ -181,6 +182,16 @@ def _bind(subject: dict[str, str], verbs: list[str], resources: list[str], group
     return change
 
 
+def _live_policy(edit: Callable[[str], str]) -> Change:
+    """The policy ConfigMap the pods mount, edited in place."""
+    def change(server: ApiServer, _: Path) -> None:
+        live = server.store.get("configmaps", f"{NS}-policy", NS)
+        assert live is not None
+        live["data"]["policy.yaml"] = edit(live["data"]["policy.yaml"])
+        server.store.put("configmaps", live)
+    return change
+
+
 CASES: list[tuple[str, Change, list[str], str, str, str]] = [
     # id, change, extra args, check, severity, text in the message
     ("no-validating", lambda s, _: s.objects[VALIDATING].clear(), [], "validating.exists", "error",
@@ -233,6 +244,14 @@ CASES: list[tuple[str, Change, list[str], str, str, str]] = [
      "all 3 ready replicas run on node node-a, of 3 nodes"),
     ("denied-pod", lambda s, _: s.store.put("pods", workload("Pod", pod_spec("evil.io/miner:1"), name="m")), [],
      "running", "warning", "1 of 5 running objects would be denied"),
+    ("policy-edited", _live_policy(lambda text: text.replace("    - quay.io/*\n", "    - quay.io/*\n    - evil.io\n")),
+     [], "policy.drift", "warning", "is not the one doctor judged with, <embedded default policy>"),
+    ("policy-off", _live_policy(lambda text: text.replace("mode: enforce", "mode: 'off'")), [], "policy.mode",
+     "error", "has images.mode: off: no image is judged"),
+    ("policy-broken", _live_policy(lambda text: text + "surprise: 1\n"), [], "policy.live", "error",
+     "does not load (policy file ConfigMap admission-webhook/admission-webhook-policy policy.yaml: surprise: "),
+    ("no-policy-configmap", lambda s, _: s.store.delete("configmaps", NS, f"{NS}-policy"), [], "policy.live",
+     "warning", f"ConfigMap {NS}/{NS}-policy does not exist: the pods mount their policy from it"),
 ]
 
 

@@ -137,14 +137,14 @@ def test_can_i_list_shows_every_needed_permission_and_the_one_missing(
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["VERB", "RESOURCE", "NAMESPACE", "ALLOWED", "REASON"]
     rows = [line.split(None, 4) for line in lines[1:-2]]
-    # register: 3 verbs x 2; sync: 2 named x 2; audit: 2 x 9; report: 5; doctor: 10 reads not listed before
-    assert len(rows) == 6 + 4 + 18 + 5 + 10
+    # register: 3 verbs x 2; sync: 2 named x 2; audit: 2 x 9; report: 5; doctor: 11 reads not listed before
+    assert len(rows) == 6 + 4 + 18 + 5 + 11
     assert not [row for row in rows if row[0] == "patch"]  # nothing we do sends a PATCH
     denied = [row[:4] for row in rows if row[3] == "no"]
     assert denied == [["update", f"{MUTATING}.{GROUP}", "*", "no"],
                       ["update", f"{MUTATING}.{GROUP}/admission-webhook", "*", "no"]]
     assert next(r[:4] for r in rows if r[:2] == ["watch", "cronjobs.batch"]) == ["watch", "cronjobs.batch", "*", "yes"]
-    assert lines[-1] == "2 of 43 permissions missing"
+    assert lines[-1] == "2 of 44 permissions missing"
 
 
 def test_can_i_list_all_granted_exits_0(admin: dict[str, str]) -> None:
@@ -164,7 +164,7 @@ def test_can_i_list_adds_namespaces_for_a_policy_that_selects_by_their_labels(
     assert result.returncode == 0, result.stderr
     rows = [line.split()[:4] for line in result.stdout.splitlines()[1:-2]]
     assert rows[-1] == ["watch", "namespaces", "*", "yes"] and ["list", "namespaces", "*", "yes"] in rows
-    assert result.stdout.splitlines()[-1] == "all 44 permissions granted"  # doctor lists namespaces already
+    assert result.stdout.splitlines()[-1] == "all 45 permissions granted"  # doctor lists namespaces already
     assert " namespaces " not in "".join(row for row in cli("can-i", "--list", env=admin).stdout.splitlines()
                                          if row.startswith("watch"))  # the embedded policy reads none
     assert cli("can-i", "get", "pods", "--policy", str(policy), env=admin).stderr == (

@@ -125,6 +125,7 @@ FEATURES: dict[str, Feature] = {
              *(Permission("list", kind, "rbac.authorization.k8s.io")
                for kind in ("clusterroles", "clusterrolebindings", "roles", "rolebindings")),
              Permission("get", "secrets", namespace=DEFAULT_CONFIGURATION),
+             Permission("get", "configmaps", namespace=DEFAULT_CONFIGURATION),
              Permission("list", "endpointslices", "discovery.k8s.io", namespace=DEFAULT_CONFIGURATION),
              Permission("list", "poddisruptionbudgets", "policy", namespace=DEFAULT_CONFIGURATION),
              Permission("list", "pods", namespace=DEFAULT_CONFIGURATION),

@@ -211,7 +211,10 @@ class Policy:
     exempt_namespaces: frozenset[str]
     failure_mode: Literal["deny", "allow"]
     source: str
-    sha256: str
+    sha256: str  # of the file as written
+    # Of what the file means (its schema, defaults filled in): comments, order of keys and
+    # quoting do not change it, so two files that mean the same policy compare equal.
+    meaning: str
     defaults: Defaults
     rewriter: Rewriter
     images: ImageJudge  # allowlist and requireDigest applied to one image string, remembered
@@ -280,6 +283,7 @@ class Policy:
             failure_mode=spec.failureMode,
             source=source,
             sha256=hashlib.sha256(raw).hexdigest(),
+            meaning=hashlib.sha256(spec.model_dump_json().encode()).hexdigest(),
             defaults=_compile_defaults(spec.defaults, source),
             rewriter=rewriter,
             images=judge,

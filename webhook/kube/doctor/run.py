@@ -11,12 +11,12 @@ from collections.abc import Callable
 import orjson
 
 from webhook.kube.client import KubeClient
-from webhook.kube.doctor import availability, configurations, drift, namespaces, switches
+from webhook.kube.doctor import availability, configurations, drift, namespaces, policy, switches
 from webhook.kube.doctor.findings import SEVERITIES, Cluster, Report, Settings
 
 EXIT_FINDINGS = 1
 CHECKS: tuple[Callable[[Cluster, Settings, Report], None], ...] = (
-    configurations.check, namespaces.check, switches.check, availability.check, drift.check)
+    configurations.check, policy.check, namespaces.check, switches.check, availability.check, drift.check)
 
 
 def diagnose(client: KubeClient, settings: Settings) -> Report:
