@@ -316,7 +316,7 @@ def namespace_labels(args: argparse.Namespace, environ: Mapping[str, str]) -> di
     from webhook.kube.namespaces import list_labels  # noqa: PLC0415
 
     with KubeClient(load_config(args.kubeconfig, args.context, environ), timeout=DEFAULT_TIMEOUT) as client:
-        return dict(list_labels(client))
+        return list_labels(client)
 
 
 def _unregister(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -95,7 +95,6 @@ class NamespaceInformer:
         self.cache = NamespaceCache(on_seen=self._seen)
         self.synced = threading.Event()
         self.error: str | None = None
-        self.lookups = 0  # GETs made for namespaces not yet seen
         self._broken: tuple[float, str] = (0.0, "")  # until (monotonic), why
         self._lookups = Ration(LOOKUPS_PER_SECOND, LOOKUP_BURST)
         self._lookup_time = Ration(LOOKUP_TIME_SHARE, LOOKUP_TIME_BURST)
@@ -158,7 +157,6 @@ class NamespaceInformer:
             raise LabelsUnavailable(namespace, f"the last lookup failed moments ago ({why})")
         if not (self._lookup_time.left(now) > 0 and self._lookups.take(now, 1.0)):
             raise LabelsUnavailable(namespace, "too many namespaces not yet seen are being looked up")
-        self.lookups += 1
         try:
             page = self._client().request("GET", PATH, params={"fieldSelector": f"metadata.name={namespace}"})
         except KubeError as exc:
